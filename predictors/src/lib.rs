@@ -1,0 +1,1 @@
+//! Activation predictors (issue 4). Depends on nothing of the engine.

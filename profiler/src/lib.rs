@@ -1,0 +1,1 @@
+//! Profiling: activation statistics, threshold calibration, placement (issue 4).

@@ -1,0 +1,11 @@
+//! GGUF: llama.cpp's model file format. A memory-mapped reader and a streaming writer.
+
+mod error;
+mod reader;
+mod value;
+
+pub use error::{GgufError, Result};
+pub use reader::{
+    align_up, parse_header, GgufFile, Header, TensorInfo, TensorView, DEFAULT_ALIGNMENT, GGUF_MAGIC,
+};
+pub use value::{Value, ValueType};

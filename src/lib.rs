@@ -1,0 +1,10 @@
+//! powerinfer: a local LLM inference engine that exploits activation sparsity.
+//!
+//! Layout: `gguf` reads and writes model files, `quant` holds the block formats and their
+//! kernels, `tokenizer` builds tokenizers from GGUF metadata, `model` the architectures,
+//! `backend` the compute backends, `sparse` the hybrid FFN executor, `generate` the decoding
+//! loop and `server` the HTTP API.
+
+pub mod gguf;
+pub mod paths;
+pub mod quant;
