@@ -8,3 +8,4 @@
 pub mod gguf;
 pub mod paths;
 pub mod quant;
+pub mod tokenizer;
