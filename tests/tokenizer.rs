@@ -147,21 +147,30 @@ fn end_of_generation_tokens() {
     }
 }
 
+/// Chat prompts as in the greedy-generation golden files (ChatML, used by SmolLM2 and Qwen).
+const CHAT_PROMPTS: &[&str] = &[
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWrite a Python function that returns the square of a number.<|im_end|>\n<|im_start|>assistant\n",
+];
+
 #[test]
 fn chat_prompts_tokenize_and_round_trip() {
     for short in ["smollm2", "qwen05"] {
         let Some(tok) = load(short) else { continue };
-        let raw = std::fs::read_to_string(format!("/work/shared/golden/{short}_greedy.json"))
-            .unwrap_or_default();
-        let Ok(v) = serde_json::from_str::<Value>(&raw) else {
-            continue;
-        };
         let start = tok.token_id("<|im_start|>").unwrap();
-        for case in v["cases"].as_array().unwrap() {
-            let prompt = case["prompt"].as_str().unwrap();
+        let end = tok.token_id("<|im_end|>").unwrap();
+        for prompt in CHAT_PROMPTS {
             let ids = tok.encode(prompt, false, true);
             assert_eq!(ids[0], start);
-            assert_eq!(tok.decode(&ids), prompt);
+            assert_eq!(
+                ids.iter().filter(|&&i| i == start).count(),
+                prompt.matches("<|im_start|>").count()
+            );
+            assert_eq!(
+                ids.iter().filter(|&&i| i == end).count(),
+                prompt.matches("<|im_end|>").count()
+            );
+            assert_eq!(tok.decode(&ids), *prompt);
         }
     }
 }
