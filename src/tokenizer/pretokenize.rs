@@ -369,4 +369,86 @@ mod tests {
     fn unknown_pre_is_an_error() {
         assert!(PreTokenizer::from_name(Some("nope")).is_err());
     }
+
+    /// Pieces of a regex split: every match plus the gaps between matches.
+    fn regex_pieces(re: &fancy_regex::Regex, text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        for m in re.find_iter(text) {
+            let m = m.unwrap();
+            if m.start() > pos {
+                out.push(text[pos..m.start()].to_string());
+            }
+            out.push(m.as_str().to_string());
+            pos = m.end();
+        }
+        if pos < text.len() {
+            out.push(text[pos..].to_string());
+        }
+        out
+    }
+
+    /// Deterministic pseudo-random strings over characters that exercise every branch.
+    fn samples() -> Vec<String> {
+        let alphabet: Vec<char> = "aZé\u{301}中ß 10271٣Ⅻ.,!'sStTdDmMlLrReEvV\t\n\r\u{a0}\u{3000}\u{2028}🤖$+<|_-\u{1c}\u{e000}"
+            .chars()
+            .collect();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        (0..3000)
+            .map(|_| {
+                let len = (next() % 14) as usize;
+                (0..len)
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The hand-written matchers agree with the regexes they implement (Rust's regex engine
+    /// has its own Unicode tables, so this also cross-checks ours).
+    #[test]
+    fn matchers_agree_with_regexes() {
+        let gpt2 = fancy_regex::Regex::new(
+            r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+",
+        )
+        .unwrap();
+        let llama3 = |digits: &str| {
+            fancy_regex::Regex::new(&format!(
+                r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{{L}}\p{{N}}]?\p{{L}}+|\p{{N}}{digits}| ?[^\s\p{{L}}\p{{N}}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+            ))
+            .unwrap()
+        };
+        let re = |r: &str| fancy_regex::Regex::new(r).unwrap();
+        // Pipelines: each regex splits the pieces of the previous one.
+        let cases = [
+            ("gpt2", vec![gpt2.clone()]),
+            ("llama3", vec![llama3("{1,3}")]),
+            ("qwen2", vec![llama3("")]),
+            ("smollm", vec![re(r"\p{N}"), gpt2.clone()]),
+            (
+                "default",
+                vec![
+                    re(r"[\p{P}\$\+<=>\^~\|]+"),
+                    gpt2,
+                    re(r"\p{N}+"),
+                    re(r"[0-9][0-9][0-9]"),
+                ],
+            ),
+        ];
+        for text in samples() {
+            for (name, stages) in &cases {
+                let mut want = vec![text.clone()];
+                for stage in stages {
+                    want = want.iter().flat_map(|p| regex_pieces(stage, p)).collect();
+                }
+                assert_eq!(words(name, &text), want, "{name}: {text:?}");
+            }
+        }
+    }
 }
