@@ -314,6 +314,17 @@ fn spm_merges_by_score_with_space_prefix_and_byte_fallback() {
         );
     }
     assert_eq!(tok.token_bytes(id("<0x69>")), b"i");
+    // "é" falls back to two byte tokens; streaming holds the first byte back.
+    let ids = tok.encode("h\u{e9}", false, true);
+    assert_eq!(ids[2..], [id("<0xC3>"), id("<0xA9>")]);
+    let mut dec = tok.stream_decoder();
+    let parts: Vec<String> = ids.iter().map(|&i| dec.push(i)).collect();
+    assert_eq!(parts, [" ", "h", "", "\u{e9}"]);
+    assert_eq!(dec.finish(), "");
+    // An unfinished character at the end of the stream comes out as U+FFFD.
+    assert_eq!(dec.push(id("<0xC3>")), "");
+    assert_eq!(dec.finish(), "\u{fffd}");
+    assert!(format!("{tok:?}").contains("llama"));
     assert!(tok.is_eog(2) && !tok.is_eog(1));
 }
 

@@ -79,6 +79,20 @@ pub struct Tokenizer {
     add_space_prefix: bool,
 }
 
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("kind", &self.kind)
+            .field("vocab_size", &self.pieces.len())
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .field("add_bos", &self.add_bos)
+            .field("add_eos", &self.add_eos)
+            .field("add_space_prefix", &self.add_space_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
 fn opt_id(f: &GgufFile, key: &str, n: usize) -> Result<Option<u32>, TokenizerError> {
     // Ids outside the vocabulary are ignored, as llama.cpp does.
     Ok(f.get_u64(key)?

@@ -5,7 +5,8 @@ use super::api::Tokenizer;
 
 /// Turns a stream of token ids into text. Bytes of an incomplete UTF-8 character are held back
 /// until the tokens completing it arrive; bytes that can never become valid UTF-8 come out as
-/// U+FFFD.
+/// U+FFFD. Meant for generated tokens, so unlike [`Tokenizer::decode`] it never strips a
+/// SentencePiece prefix space.
 pub struct StreamDecoder<'a> {
     tok: &'a Tokenizer,
     pending: Vec<u8>,
@@ -32,7 +33,7 @@ impl<'a> StreamDecoder<'a> {
                 }
                 Err(e) => {
                     let good = e.valid_up_to();
-                    // SAFETY-free: the prefix was just validated.
+                    // The prefix was just validated, so this cannot fall back to "".
                     out.push_str(std::str::from_utf8(&self.pending[..good]).unwrap_or_default());
                     match e.error_len() {
                         // An incomplete character at the end: keep it for the next token.
