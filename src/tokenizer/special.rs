@@ -139,4 +139,61 @@ mod tests {
         );
         assert_eq!(m().partition("", true), []);
     }
+
+    /// llama.cpp's procedure, written naively: for each token (longest first, then by id), cut
+    /// every leftmost occurrence out of each remaining text fragment.
+    fn reference<'a>(tokens: &[(u32, &str)], text: &'a str) -> Vec<Fragment<'a>> {
+        let mut order: Vec<&(u32, &str)> = tokens.iter().collect();
+        order.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
+        let mut frags = vec![Fragment::Text(text)];
+        for &&(id, tok) in &order {
+            let mut next = Vec::new();
+            for f in frags {
+                let Fragment::Text(mut t) = f else {
+                    next.push(f);
+                    continue;
+                };
+                while let Some(i) = t.find(tok) {
+                    if i > 0 {
+                        next.push(Fragment::Text(&t[..i]));
+                    }
+                    next.push(Fragment::Token(id));
+                    t = &t[i + tok.len()..];
+                }
+                if !t.is_empty() {
+                    next.push(Fragment::Text(t));
+                }
+            }
+            frags = next;
+        }
+        frags
+    }
+
+    #[test]
+    fn agrees_with_fragment_splitting() {
+        let tokens = [
+            (7, "ab"),
+            (3, "ba"),
+            (5, "aba"),
+            (9, "b"),
+            (4, "bab"),
+            (2, "aa"),
+        ];
+        let m = SpecialMatcher::new(tokens.iter().map(|&(id, t)| (id, t, false)));
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..5000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 12) as usize;
+            let text: String = (0..len)
+                .map(|i| ['a', 'b', 'c'][((state >> (5 + 2 * i)) % 3) as usize])
+                .collect();
+            assert_eq!(
+                m.partition(&text, true),
+                reference(&tokens, &text),
+                "{text:?}"
+            );
+        }
+    }
 }
