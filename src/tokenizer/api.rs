@@ -1,10 +1,11 @@
 //! [`Tokenizer`]: a vocabulary read from GGUF metadata plus the matching encoder.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use super::bpe::Bpe;
 use super::byte_level;
 use super::error::TokenizerError;
+use super::fast_hash::FastMap;
 use super::pretokenize::PreTokenizer;
 use super::special::{Fragment, SpecialMatcher};
 use super::spm;
@@ -66,7 +67,7 @@ pub struct Tokenizer {
     pieces: Vec<Box<str>>,
     types: Vec<u8>,
     scores: Vec<f32>,
-    ids: HashMap<Box<str>, u32>,
+    ids: FastMap<Box<str>, u32>,
     special: SpecialMatcher,
     /// Decoded bytes of every token, concatenated; `byte_offsets[i]..byte_offsets[i + 1]`.
     bytes: Vec<u8>,
@@ -156,7 +157,8 @@ impl Tokenizer {
                 *s = v.as_f64().unwrap_or(0.0) as f32;
             }
         }
-        let mut ids: HashMap<Box<str>, u32> = HashMap::with_capacity(n);
+        let mut ids: FastMap<Box<str>, u32> =
+            FastMap::with_capacity_and_hasher(n, Default::default());
         for (i, p) in pieces.iter().enumerate() {
             ids.entry(p.clone()).or_insert(i as u32);
         }

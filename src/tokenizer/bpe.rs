@@ -2,30 +2,12 @@
 //! `tokenizer.ggml.merges`, applied lowest rank first (leftmost on ties) within one word.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BinaryHeap;
 
 use super::byte_level::BYTE_TO_CHAR;
+use super::fast_hash::FastMap;
 
-/// Multiplicative hasher for the `u64` pair keys; SipHash is needlessly slow for them.
-#[derive(Default)]
-pub(crate) struct PairHasher(u64);
-
-impl Hasher for PairHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-type PairMap = HashMap<u64, (u32, u32), BuildHasherDefault<PairHasher>>;
+type PairMap = FastMap<u64, (u32, u32)>;
 
 fn key(left: u32, right: u32) -> u64 {
     (u64::from(left) << 32) | u64::from(right)

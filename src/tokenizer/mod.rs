@@ -8,6 +8,7 @@ mod api;
 mod bpe;
 mod byte_level;
 mod error;
+mod fast_hash;
 mod pretokenize;
 mod special;
 mod spm;
