@@ -102,6 +102,8 @@ fn opt_id(f: &GgufFile, key: &str, n: usize) -> Result<Option<u32>, TokenizerErr
 }
 
 impl Tokenizer {
+    /// Build from the `tokenizer.ggml.*` metadata, applying llama.cpp's defaults where keys are
+    /// absent so that ids match what llama.cpp would produce for the same file.
     pub fn from_gguf(f: &GgufFile) -> Result<Tokenizer, TokenizerError> {
         let kind = f
             .get_str("tokenizer.ggml.model")?
@@ -199,6 +201,11 @@ impl Tokenizer {
                         .ok()
                         .and_then(|s| ids.get(s).copied())
                 });
+            }
+            // Without a byte token llama.cpp would abort; fall back to the unknown token.
+            let unk = opt_id(f, "tokenizer.ggml.unknown_token_id", n)?.or(Some(0));
+            for slot in byte_tokens.iter_mut().filter(|s| s.is_none()) {
+                *slot = unk;
             }
             Model::Spm {
                 byte_tokens: Box::new(byte_tokens),
