@@ -1,5 +1,37 @@
 //! Quantised block formats: dequantisation, quantisation and dot-product kernels.
+//!
+//! Weights stay in their GGUF block format; activations are quantised once per product into
+//! the matching 8-bit format (`QuantizedVec`) so the inner loops are integer dot products.
 
+mod dequant;
+mod error;
 mod ggml_type;
+mod matvec;
+mod qmatrix;
+mod quantize;
+mod qvec;
+pub mod scalar;
 
+pub use dequant::dequantize_row;
+pub use error::QuantError;
 pub use ggml_type::{GgmlType, QK_K};
+pub use matvec::{gather_matvec, matmul, matvec, matvec_q};
+pub use qmatrix::QMatrix;
+pub use quantize::quantize_row;
+pub use qvec::{ActKind, QuantizedVec};
+
+/// Whether `ty` can be the weight type of a dot product / matrix product.
+pub fn has_dot(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(
+        ty,
+        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K
+    )
+}
+
+/// Dot product of one weight row of type `ty` with `x` (prepared for `ty`), using the best
+/// kernel this CPU supports. Panics if `x` was prepared for another type or lengths differ.
+#[inline]
+pub fn vec_dot(ty: GgmlType, row: &[u8], x: &QuantizedVec) -> f32 {
+    scalar::vec_dot(ty, row, x)
+}
