@@ -5,7 +5,9 @@
 //! `backend` the compute backends, `sparse` the hybrid FFN executor, `generate` the decoding
 //! loop and `server` the HTTP API.
 
+pub mod backend;
 pub mod gguf;
+pub mod model;
 pub mod paths;
 pub mod quant;
 pub mod tokenizer;

@@ -1,0 +1,239 @@
+//! The CPU backend: quantised SIMD matmuls from `quant`, rayon over rows and heads.
+
+mod attention;
+pub mod ops;
+mod tensor;
+mod weight;
+
+use std::sync::Arc;
+
+use half::f16;
+use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+use rayon::prelude::*;
+
+pub use attention::attention;
+pub use tensor::CpuTensor;
+pub use weight::CpuWeight;
+
+use super::{AttnParams, Backend};
+use crate::gguf::{GgufFile, TensorInfo};
+use crate::model::{FfnKind, ModelError, RopeStyle};
+use crate::quant;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuBackend;
+
+/// Keys and values of all layers: `[layer][position][kv_dim]` in f16, preallocated for the
+/// context (the pages are only touched, and so only resident, as positions fill up).
+pub struct CpuKvCache {
+    // Stored as raw f16 bits: `vec![0u16; n]` is a zeroed allocation the OS maps lazily.
+    k: Vec<u16>,
+    v: Vec<u16>,
+    n_ctx: usize,
+    kv_dim: usize,
+}
+
+impl CpuKvCache {
+    fn layer_range(&self, layer: usize) -> std::ops::Range<usize> {
+        let n = self.n_ctx * self.kv_dim;
+        layer * n..(layer + 1) * n
+    }
+    pub fn layer_k(&self, layer: usize) -> &[f16] {
+        self.k[self.layer_range(layer)].reinterpret_cast()
+    }
+    pub fn layer_v(&self, layer: usize) -> &[f16] {
+        self.v[self.layer_range(layer)].reinterpret_cast()
+    }
+}
+
+/// Rows per rayon task for the cheap row-wise kernels: below this, threads cost more than
+/// they save.
+const ROWS_PER_TASK: usize = 8;
+
+impl Backend for CpuBackend {
+    type Tensor = CpuTensor;
+    type Weight = CpuWeight;
+    type KvCache = CpuKvCache;
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn load_weight(
+        &self,
+        file: &Arc<GgufFile>,
+        info: &TensorInfo,
+    ) -> Result<CpuWeight, ModelError> {
+        if info.dims.len() > 2 {
+            return Err(ModelError::BadTensor {
+                name: info.name.clone(),
+                msg: format!("expected a matrix, found shape {:?}", info.dims),
+            });
+        }
+        Ok(CpuWeight::new(
+            file.clone(),
+            info.ty,
+            info.n_rows(),
+            info.row_len(),
+            file.data_offset + info.offset as usize,
+        ))
+    }
+
+    fn load_vector(&self, data: &[f32]) -> CpuTensor {
+        CpuTensor::from_vec(data.to_vec(), 1, data.len())
+    }
+
+    fn new_tensor(&self) -> CpuTensor {
+        CpuTensor::default()
+    }
+
+    fn new_kv_cache(&self, n_layer: usize, n_ctx: usize, kv_dim: usize) -> CpuKvCache {
+        CpuKvCache {
+            k: vec![0u16; n_layer * n_ctx * kv_dim],
+            v: vec![0u16; n_layer * n_ctx * kv_dim],
+            n_ctx,
+            kv_dim,
+        }
+    }
+
+    fn embed(&self, table: &CpuWeight, tokens: &[u32], scale: f32, out: &mut CpuTensor) {
+        out.resize(tokens.len(), table.cols);
+        let m = table.qmatrix();
+        for (i, &t) in tokens.iter().enumerate() {
+            let row = out.row_mut(i);
+            quant::dequantize_row(m.ty, m.row(t as usize), row)
+                .expect("embedding type checked at load");
+            if scale != 1.0 {
+                row.iter_mut().for_each(|v| *v *= scale);
+            }
+        }
+    }
+
+    fn matmul(&self, w: &CpuWeight, x: &CpuTensor, out: &mut CpuTensor) {
+        assert_eq!(x.cols, w.cols, "matmul input width");
+        out.resize(x.rows, w.rows);
+        let m = w.qmatrix();
+        if x.rows == 1 {
+            quant::matvec(&m, &x.data, &mut out.data);
+        } else {
+            quant::matmul(&m, &x.data, &mut out.data);
+        }
+    }
+
+    fn rms_norm(&self, x: &CpuTensor, w: &CpuTensor, eps: f32, out: &mut CpuTensor) {
+        out.resize(x.rows, x.cols);
+        let seg = w.cols;
+        let norm_rows = |o: &mut [f32], xi: &[f32]| {
+            for (os, xs) in o.chunks_exact_mut(seg).zip(xi.chunks_exact(seg)) {
+                ops::rms_norm(xs, &w.data, eps, os);
+            }
+        };
+        if x.rows < ROWS_PER_TASK {
+            norm_rows(&mut out.data, &x.data);
+        } else {
+            let chunk = x.cols * ROWS_PER_TASK;
+            out.data
+                .par_chunks_mut(chunk)
+                .zip(x.data.par_chunks(chunk))
+                .for_each(|(o, xi)| norm_rows(o, xi));
+        }
+    }
+
+    fn rms_norm_inplace(&self, x: &mut CpuTensor, w: &CpuTensor, eps: f32) {
+        let seg = w.cols;
+        let mut tmp = vec![0f32; seg];
+        for s in x.data.chunks_exact_mut(seg) {
+            ops::rms_norm(s, &w.data, eps, &mut tmp);
+            s.copy_from_slice(&tmp);
+        }
+    }
+
+    fn add_bias(&self, x: &mut CpuTensor, b: &CpuTensor) {
+        for r in x.data.chunks_exact_mut(b.cols) {
+            r.iter_mut().zip(&b.data).for_each(|(v, &bb)| *v += bb);
+        }
+    }
+
+    fn add(&self, x: &mut CpuTensor, y: &CpuTensor) {
+        assert_eq!(x.data.len(), y.data.len());
+        x.data.iter_mut().zip(&y.data).for_each(|(a, &b)| *a += b);
+    }
+
+    fn rope(
+        &self,
+        x: &mut CpuTensor,
+        head_dim: usize,
+        rope_dim: usize,
+        pos0: usize,
+        base: f32,
+        style: RopeStyle,
+    ) {
+        let cols = x.cols;
+        let f = |(i, row): (usize, &mut [f32])| {
+            ops::rope(row, head_dim, rope_dim, pos0 + i, base, style)
+        };
+        if x.rows < ROWS_PER_TASK {
+            x.data.chunks_mut(cols).enumerate().for_each(f);
+        } else {
+            x.data.par_chunks_mut(cols).enumerate().for_each(f);
+        }
+    }
+
+    fn store_kv(
+        &self,
+        cache: &mut CpuKvCache,
+        layer: usize,
+        pos0: usize,
+        k: &CpuTensor,
+        v: &CpuTensor,
+    ) {
+        let d = cache.kv_dim;
+        let base = layer * cache.n_ctx * d + pos0 * d;
+        let n = k.rows * d;
+        let kc: &mut [f16] = cache.k[base..base + n].reinterpret_cast_mut();
+        kc.convert_from_f32_slice(&k.data);
+        let vc: &mut [f16] = cache.v[base..base + n].reinterpret_cast_mut();
+        vc.convert_from_f32_slice(&v.data);
+    }
+
+    fn attention(
+        &self,
+        q: &CpuTensor,
+        cache: &CpuKvCache,
+        layer: usize,
+        pos0: usize,
+        p: AttnParams,
+        out: &mut CpuTensor,
+    ) {
+        attention::attention(q, cache, layer, pos0, p, out)
+    }
+
+    fn ffn_activation(&self, kind: FfnKind, gate: &CpuTensor, up: &mut CpuTensor) {
+        let cols = up.cols;
+        let gate: &[f32] = if kind.is_gated() { &gate.data } else { &[] };
+        let f = |(i, u): (usize, &mut [f32])| {
+            let g = gate.get(i * cols..(i + 1) * cols).unwrap_or(&[]);
+            ops::ffn_activation(kind, g, u)
+        };
+        if up.rows < ROWS_PER_TASK {
+            up.data.chunks_mut(cols).enumerate().for_each(f);
+        } else {
+            up.data.par_chunks_mut(cols).enumerate().for_each(f);
+        }
+    }
+
+    fn copy_rows(&self, src: &CpuTensor, start: usize, n: usize, dst: &mut CpuTensor) {
+        dst.resize(n, src.cols);
+        dst.data
+            .copy_from_slice(&src.data[start * src.cols..(start + n) * src.cols]);
+    }
+
+    fn rows(&self, x: &CpuTensor) -> usize {
+        x.rows
+    }
+
+    fn to_host(&self, x: &CpuTensor, out: &mut Vec<f32>) {
+        out.clear();
+        out.extend_from_slice(&x.data);
+    }
+}

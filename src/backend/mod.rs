@@ -1,0 +1,100 @@
+//! Compute backends. The model's forward pass is written once against [`Backend`]; the CPU
+//! implementation lives in `cpu`, the CUDA one (issue 6) will implement the same trait.
+
+pub mod cpu;
+
+use std::sync::Arc;
+
+use crate::gguf::{GgufFile, TensorInfo};
+use crate::model::{FfnKind, ModelError, RopeStyle};
+
+pub use cpu::CpuBackend;
+
+/// Shape of an attention call; the same for every layer except `window` and the rope base.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnParams {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    /// Keys further back than this many positions are masked (sliding-window layers).
+    pub window: Option<usize>,
+}
+
+/// The operations a decoder-only transformer needs. Tensors are row-major matrices of f32
+/// activations (`rows` tokens × `cols` features); outputs are resized by the callee so
+/// that the caller can reuse buffers across calls without reallocating.
+pub trait Backend: Send + Sync {
+    /// Activations resident on the backend.
+    type Tensor: Send + Sync;
+    /// A (possibly quantised) weight matrix resident on the backend.
+    type Weight: Send + Sync;
+    /// Key and value cache of every layer for one sequence.
+    type KvCache: Send;
+
+    fn name(&self) -> String;
+
+    /// A weight matrix from the model file (`rows` = dims[1] output features, `cols` = dims[0]).
+    fn load_weight(
+        &self,
+        file: &Arc<GgufFile>,
+        info: &TensorInfo,
+    ) -> Result<Self::Weight, ModelError>;
+    /// A small f32 tensor (norm weights, biases) from host data, as a single row.
+    fn load_vector(&self, data: &[f32]) -> Self::Tensor;
+    fn new_tensor(&self) -> Self::Tensor;
+    fn new_kv_cache(&self, n_layer: usize, n_ctx: usize, kv_dim: usize) -> Self::KvCache;
+
+    /// `out[i] = table.row(tokens[i]) * scale`.
+    fn embed(&self, table: &Self::Weight, tokens: &[u32], scale: f32, out: &mut Self::Tensor);
+    /// `out = x Wᵀ`: each row of x through the matrix.
+    fn matmul(&self, w: &Self::Weight, x: &Self::Tensor, out: &mut Self::Tensor);
+    /// RMS-normalise each length-`w.len()` segment of every row and multiply by `w` (covers
+    /// both whole-row norms and gemma's per-head q/k norms).
+    fn rms_norm(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32, out: &mut Self::Tensor);
+    fn rms_norm_inplace(&self, x: &mut Self::Tensor, w: &Self::Tensor, eps: f32);
+    /// Add a bias row to every row.
+    fn add_bias(&self, x: &mut Self::Tensor, b: &Self::Tensor);
+    /// `x += y`.
+    fn add(&self, x: &mut Self::Tensor, y: &Self::Tensor);
+    /// Rotary embedding on every head of every row; row i is at position `pos0 + i`.
+    #[allow(clippy::too_many_arguments)]
+    fn rope(
+        &self,
+        x: &mut Self::Tensor,
+        head_dim: usize,
+        rope_dim: usize,
+        pos0: usize,
+        base: f32,
+        style: RopeStyle,
+    );
+    /// Write the keys and values of rows `pos0..pos0+k.rows` of `layer`.
+    fn store_kv(
+        &self,
+        cache: &mut Self::KvCache,
+        layer: usize,
+        pos0: usize,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+    );
+    /// Causal attention of `q` (rows at positions `pos0..`) over the cached keys and values
+    /// of positions `0..pos0 + q.rows`.
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        cache: &Self::KvCache,
+        layer: usize,
+        pos0: usize,
+        p: AttnParams,
+        out: &mut Self::Tensor,
+    );
+    /// The FFN non-linearity: `up = act(gate) * up` for gated kinds, `up = relu(up)` for
+    /// the plain one (gate is then ignored).
+    fn ffn_activation(&self, kind: FfnKind, gate: &Self::Tensor, up: &mut Self::Tensor);
+    /// Copy rows `start..start+n` of `src` into `dst`.
+    fn copy_rows(&self, src: &Self::Tensor, start: usize, n: usize, dst: &mut Self::Tensor);
+    /// Number of rows of a tensor.
+    fn rows(&self, x: &Self::Tensor) -> usize;
+    /// Copy a tensor to host memory (row-major).
+    fn to_host(&self, x: &Self::Tensor, out: &mut Vec<f32>);
+}

@@ -1,0 +1,57 @@
+//! Per-sequence state: the KV cache and the scratch tensors of the forward pass.
+
+use crate::backend::Backend;
+
+/// Everything that changes while one sequence is decoded. Weights are shared between
+/// states, so a server keeps one `State` per concurrent sequence.
+pub struct State<B: Backend> {
+    pub kv: B::KvCache,
+    /// Number of positions already in the cache.
+    pub pos: usize,
+    pub n_ctx: usize,
+    pub(crate) x: B::Tensor,
+    pub(crate) h: B::Tensor,
+    pub(crate) q: B::Tensor,
+    pub(crate) k: B::Tensor,
+    pub(crate) v: B::Tensor,
+    pub(crate) att: B::Tensor,
+    pub(crate) o: B::Tensor,
+    pub(crate) gate: B::Tensor,
+    pub(crate) up: B::Tensor,
+    pub(crate) last: B::Tensor,
+    pub(crate) logits_dev: B::Tensor,
+    /// Host copy of the logits of the last call (`rows × vocab`).
+    pub logits: Vec<f32>,
+}
+
+impl<B: Backend> State<B> {
+    pub fn new(backend: &B, n_layer: usize, n_ctx: usize, kv_dim: usize) -> Self {
+        State {
+            kv: backend.new_kv_cache(n_layer, n_ctx, kv_dim),
+            pos: 0,
+            n_ctx,
+            x: backend.new_tensor(),
+            h: backend.new_tensor(),
+            q: backend.new_tensor(),
+            k: backend.new_tensor(),
+            v: backend.new_tensor(),
+            att: backend.new_tensor(),
+            o: backend.new_tensor(),
+            gate: backend.new_tensor(),
+            up: backend.new_tensor(),
+            last: backend.new_tensor(),
+            logits_dev: backend.new_tensor(),
+            logits: Vec::new(),
+        }
+    }
+
+    /// Forget the sequence (the cache is overwritten from position 0 on).
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Drop cached positions from `pos` on, keeping the prefix (e.g. a shared prompt).
+    pub fn truncate(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
+}

@@ -1,0 +1,183 @@
+//! The decoder forward pass, written once for every architecture and backend.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{ModelConfig, ModelError, State, Weights};
+use crate::backend::{AttnParams, Backend};
+use crate::gguf::GgufFile;
+
+/// Prompt tokens evaluated per batch; bounds scratch memory on long prompts.
+pub const MAX_BATCH: usize = 256;
+
+pub struct Model<B: Backend> {
+    pub config: ModelConfig,
+    pub backend: B,
+    pub weights: Weights<B>,
+    pub file: Arc<GgufFile>,
+}
+
+impl<B: Backend> Model<B> {
+    /// Load a model from a GGUF file; `activation` overrides the FFN activation in metadata.
+    pub fn load(
+        path: impl AsRef<Path>,
+        backend: B,
+        activation: Option<&str>,
+    ) -> Result<Self, ModelError> {
+        let file = Arc::new(GgufFile::open(path)?);
+        Self::from_file(file, backend, activation)
+    }
+
+    pub fn from_file(
+        file: Arc<GgufFile>,
+        backend: B,
+        activation: Option<&str>,
+    ) -> Result<Self, ModelError> {
+        let config = ModelConfig::from_gguf(&file, activation)?;
+        let weights = Weights::load(&backend, &file, &config)?;
+        Ok(Model {
+            config,
+            backend,
+            weights,
+            file,
+        })
+    }
+
+    /// A fresh sequence state with a KV cache of `n_ctx` positions (capped by the model's
+    /// trained context).
+    pub fn new_state(&self, n_ctx: usize) -> State<B> {
+        let n_ctx = n_ctx.clamp(1, self.config.context_length.max(1));
+        State::new(
+            &self.backend,
+            self.config.n_layer,
+            n_ctx,
+            self.config.kv_dim(),
+        )
+    }
+
+    /// Evaluate `tokens` at positions `state.pos..`, append them to the cache, and return the
+    /// logits of the last token (or of every token with `all_logits`, row-major).
+    pub fn forward<'s>(
+        &self,
+        state: &'s mut State<B>,
+        tokens: &[u32],
+        all_logits: bool,
+    ) -> Result<&'s [f32], ModelError> {
+        if tokens.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        let need = state.pos + tokens.len();
+        if need > state.n_ctx {
+            return Err(ModelError::ContextOverflow {
+                need,
+                n_ctx: state.n_ctx,
+            });
+        }
+        if let Some(&id) = tokens
+            .iter()
+            .find(|&&t| t as usize >= self.config.vocab_size)
+        {
+            return Err(ModelError::BadToken {
+                id,
+                vocab: self.config.vocab_size,
+            });
+        }
+        let mut host = std::mem::take(&mut state.logits);
+        host.clear();
+        let mut chunk_logits = Vec::new();
+        for chunk in tokens.chunks(MAX_BATCH) {
+            self.forward_batch(state, chunk, all_logits);
+            self.backend.to_host(&state.logits_dev, &mut chunk_logits);
+            if all_logits {
+                host.extend_from_slice(&chunk_logits);
+            } else {
+                host.clear();
+                host.extend_from_slice(&chunk_logits);
+            }
+        }
+        state.logits = host;
+        Ok(&state.logits)
+    }
+
+    fn forward_batch(&self, st: &mut State<B>, tokens: &[u32], all_logits: bool) {
+        let c = &self.config;
+        let b = &self.backend;
+        let w = &self.weights;
+        let pos0 = st.pos;
+        b.embed(
+            &w.token_embd,
+            tokens,
+            c.embed_scale.unwrap_or(1.0),
+            &mut st.x,
+        );
+
+        for (il, lw) in w.layers.iter().enumerate() {
+            // Attention block.
+            b.rms_norm(&st.x, &lw.attn_norm, c.rms_eps, &mut st.h);
+            b.matmul(&lw.wq, &st.h, &mut st.q);
+            b.matmul(&lw.wk, &st.h, &mut st.k);
+            b.matmul(&lw.wv, &st.h, &mut st.v);
+            if let Some(bias) = &lw.bq {
+                b.add_bias(&mut st.q, bias);
+            }
+            if let Some(bias) = &lw.bk {
+                b.add_bias(&mut st.k, bias);
+            }
+            if let Some(bias) = &lw.bv {
+                b.add_bias(&mut st.v, bias);
+            }
+            if let Some(n) = &lw.q_norm {
+                b.rms_norm_inplace(&mut st.q, n, c.rms_eps);
+            }
+            if let Some(n) = &lw.k_norm {
+                b.rms_norm_inplace(&mut st.k, n, c.rms_eps);
+            }
+            let local = c.layer_local[il];
+            let base = if local {
+                c.rope_base_local
+            } else {
+                c.rope_base
+            };
+            b.rope(&mut st.q, c.head_dim, c.rope_dim, pos0, base, c.rope_style);
+            b.rope(&mut st.k, c.head_dim, c.rope_dim, pos0, base, c.rope_style);
+            b.store_kv(&mut st.kv, il, pos0, &st.k, &st.v);
+            let params = AttnParams {
+                n_head: c.n_head,
+                n_head_kv: c.n_head_kv,
+                head_dim: c.head_dim,
+                scale: c.attn_scale,
+                window: if local { c.sliding_window } else { None },
+            };
+            b.attention(&st.q, &st.kv, il, pos0, params, &mut st.att);
+            b.matmul(&lw.wo, &st.att, &mut st.o);
+            if let Some(n) = &lw.post_attn_norm {
+                b.rms_norm_inplace(&mut st.o, n, c.rms_eps);
+            }
+            b.add(&mut st.x, &st.o);
+
+            // Feed-forward block.
+            b.rms_norm(&st.x, &lw.ffn_norm, c.rms_eps, &mut st.h);
+            b.matmul(&lw.up, &st.h, &mut st.up);
+            if let Some(gate) = &lw.gate {
+                b.matmul(gate, &st.h, &mut st.gate);
+            }
+            b.ffn_activation(c.ffn, &st.gate, &mut st.up);
+            b.matmul(&lw.down, &st.up, &mut st.o);
+            if let Some(n) = &lw.post_ffn_norm {
+                b.rms_norm_inplace(&mut st.o, n, c.rms_eps);
+            }
+            b.add(&mut st.x, &st.o);
+        }
+        st.pos += tokens.len();
+
+        // Output head, on the last row only unless every position's logits are wanted.
+        let n = tokens.len();
+        if all_logits {
+            b.rms_norm(&st.x, &w.output_norm, c.rms_eps, &mut st.h);
+        } else {
+            b.copy_rows(&st.x, n - 1, 1, &mut st.last);
+            b.rms_norm(&st.last, &w.output_norm, c.rms_eps, &mut st.h);
+        }
+        b.matmul(&w.output, &st.h, &mut st.logits_dev);
+    }
+}
