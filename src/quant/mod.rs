@@ -3,6 +3,8 @@
 //! Weights stay in their GGUF block format; activations are quantised once per product into
 //! the matching 8-bit format (`QuantizedVec`) so the inner loops are integer dot products.
 
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
 mod dequant;
 mod error;
 mod ggml_type;
@@ -33,5 +35,12 @@ pub fn has_dot(ty: GgmlType) -> bool {
 /// kernel this CPU supports. Panics if `x` was prepared for another type or lengths differ.
 #[inline]
 pub fn vec_dot(ty: GgmlType, row: &[u8], x: &QuantizedVec) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        scalar::check_dot_args(ty, row, x);
+        if let Some(v) = avx2::vec_dot(ty, row, x) {
+            return v;
+        }
+    }
     scalar::vec_dot(ty, row, x)
 }

@@ -10,21 +10,7 @@ use half::{bf16, f16};
 
 /// Dot product of one row of weight type `ty` with `x` (prepared for `ty`).
 pub fn vec_dot(ty: GgmlType, row: &[u8], x: &QuantizedVec) -> f32 {
-    assert_eq!(
-        x.kind,
-        ActKind::for_weight(ty),
-        "activation prepared for another type"
-    );
-    let n = ty
-        .row_bytes(x.len)
-        .map(|rb| rb == row.len())
-        .unwrap_or(false);
-    assert!(
-        n,
-        "row of {} bytes does not match {} {ty} elements",
-        row.len(),
-        x.len
-    );
+    check_dot_args(ty, row, x);
     use GgmlType::*;
     match ty {
         F32 => dot_f32(row, &x.f),
@@ -35,6 +21,27 @@ pub fn vec_dot(ty: GgmlType, row: &[u8], x: &QuantizedVec) -> f32 {
         Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => dot_k_q8k(ty, row, x),
         _ => unreachable!("no dot kernel for {ty}"),
     }
+}
+
+/// The contract every dot kernel relies on (SIMD kernels read memory unchecked after it).
+#[inline]
+pub(crate) fn check_dot_args(ty: GgmlType, row: &[u8], x: &QuantizedVec) {
+    assert!(super::has_dot(ty), "no dot kernel for {ty}");
+    assert_eq!(
+        x.kind,
+        ActKind::for_weight(ty),
+        "activation prepared for another type"
+    );
+    let ok = ty
+        .row_bytes(x.len)
+        .map(|rb| rb == row.len())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "row of {} bytes does not match {} {ty} elements",
+        row.len(),
+        x.len
+    );
 }
 
 pub fn dot_f32(row: &[u8], x: &[f32]) -> f32 {

@@ -1,0 +1,291 @@
+//! AVX2+FMA+F16C dot kernels (x86_64). Each mirrors its twin in `scalar` exactly in the integer
+//! parts; only the order of float accumulation differs. Selected at run time by `vec_dot`.
+
+#![allow(clippy::missing_safety_doc)]
+
+use super::qvec::QuantizedVec;
+use super::{GgmlType, QK_K};
+use std::arch::x86_64::*;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+static STATE: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 no, 2 yes
+
+/// Whether this CPU has AVX2, FMA and F16C (detected once, then cached).
+#[inline]
+pub fn available() -> bool {
+    match STATE.load(Ordering::Relaxed) {
+        2 => true,
+        1 => false,
+        _ => {
+            let ok = is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c");
+            STATE.store(if ok { 2 } else { 1 }, Ordering::Relaxed);
+            ok
+        }
+    }
+}
+
+/// The fast kernel for `ty`, if there is one. Caller has checked lengths and `available()`.
+#[inline]
+pub(crate) fn vec_dot(ty: GgmlType, row: &[u8], x: &QuantizedVec) -> Option<f32> {
+    let nb = x.len / ty.block_len();
+    // SAFETY: `available()` was checked by the caller; lengths were checked against `nb` blocks.
+    unsafe {
+        Some(match ty {
+            GgmlType::F32 => dot_f32(row.as_ptr(), x.f.as_ptr(), x.len),
+            GgmlType::F16 => dot_f16(row.as_ptr(), x.f.as_ptr(), x.len),
+            GgmlType::Q4_0 => dot_q4_0(row.as_ptr(), x, nb),
+            GgmlType::Q4_1 => dot_q4_1(row.as_ptr(), x, nb),
+            GgmlType::Q5_0 => dot_q5_0(row.as_ptr(), x, nb),
+            GgmlType::Q8_0 => dot_q8_0(row.as_ptr(), x, nb),
+            GgmlType::Q4_K => dot_q4_k(row.as_ptr(), x, nb),
+            GgmlType::Q6_K => dot_q6_k(row.as_ptr(), x, nb),
+            _ => return None,
+        })
+    }
+}
+
+#[inline(always)]
+unsafe fn f16_to_f32(p: *const u8) -> f32 {
+    let bits = (p as *const u16).read_unaligned();
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Sum of adjacent products of unsigned bytes `u` and signed bytes `s`, as 8 f32 lanes.
+#[inline(always)]
+unsafe fn mul_sum_us8(u: __m256i, s: __m256i) -> __m256 {
+    let p16 = _mm256_maddubs_epi16(u, s);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
+}
+
+/// Same for two signed byte vectors (moves the sign of `a` onto `b`).
+#[inline(always)]
+unsafe fn mul_sum_i8(a: __m256i, b: __m256i) -> __m256 {
+    mul_sum_us8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a))
+}
+
+/// 16 packed nibble bytes -> 32 bytes: low nibbles (elements 0..16), then high (16..32).
+#[inline(always)]
+unsafe fn nibbles32(p: *const u8) -> __m256i {
+    let t = _mm_loadu_si128(p as *const __m128i);
+    let lo = _mm_and_si128(t, _mm_set1_epi8(0xF));
+    let hi = _mm_and_si128(_mm_srli_epi16(t, 4), _mm_set1_epi8(0xF));
+    _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1)
+}
+
+/// 32 bits -> 32 bytes, 0xFF where the bit is set.
+#[inline(always)]
+unsafe fn bytes_from_bits(bits: u32) -> __m256i {
+    let t = _mm256_set1_epi32(bits as i32);
+    let shuf = _mm256_setr_epi64x(
+        0,
+        0x0101010101010101,
+        0x0202020202020202,
+        0x0303030303030303,
+    );
+    let b = _mm256_shuffle_epi8(t, shuf);
+    let b = _mm256_or_si256(b, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f32(w: *const u8, x: *const f32, n: usize) -> f32 {
+    let w = w as *const f32;
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            let o = i + 8 * k;
+            *a = _mm256_fmadd_ps(_mm256_loadu_ps(w.add(o)), _mm256_loadu_ps(x.add(o)), *a);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(w.add(i)), _mm256_loadu_ps(x.add(i)), acc[0]);
+        i += 8;
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut sum = hsum(s);
+    while i < n {
+        sum += w.add(i).read_unaligned() * *x.add(i);
+        i += 1;
+    }
+    sum
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16(w: *const u8, x: *const f32, n: usize) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut i = 0;
+    while i + 16 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            let o = i + 8 * k;
+            let wv = _mm256_cvtph_ps(_mm_loadu_si128(w.add(2 * o) as *const __m128i));
+            *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.add(o)), *a);
+        }
+        i += 16;
+    }
+    let mut sum = hsum(_mm256_add_ps(acc[0], acc[1]));
+    while i < n {
+        sum += f16_to_f32(w.add(2 * i)) * *x.add(i);
+        i += 1;
+    }
+    sum
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_0(w: *const u8, x: &QuantizedVec, nb: usize) -> f32 {
+    let (xq, xd) = (x.qs.as_ptr(), x.d.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        let b = w.add(18 * i);
+        let q = _mm256_sub_epi8(nibbles32(b.add(2)), _mm256_set1_epi8(8));
+        let y = _mm256_loadu_si256(xq.add(32 * i) as *const __m256i);
+        let d = _mm256_set1_ps(f16_to_f32(b) * *xd.add(i));
+        acc = _mm256_fmadd_ps(d, mul_sum_i8(q, y), acc);
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_1(w: *const u8, x: &QuantizedVec, nb: usize) -> f32 {
+    let (xq, xd, xs) = (x.qs.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    let mut summ = 0.0f32;
+    for i in 0..nb {
+        let b = w.add(20 * i);
+        let q = nibbles32(b.add(4));
+        let y = _mm256_loadu_si256(xq.add(32 * i) as *const __m256i);
+        let d = _mm256_set1_ps(f16_to_f32(b) * *xd.add(i));
+        acc = _mm256_fmadd_ps(d, mul_sum_us8(q, y), acc);
+        summ += f16_to_f32(b.add(2)) * *xs.add(i);
+    }
+    hsum(acc) + summ
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q5_0(w: *const u8, x: &QuantizedVec, nb: usize) -> f32 {
+    let (xq, xd) = (x.qs.as_ptr(), x.d.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        let b = w.add(22 * i);
+        let qh = (b.add(2) as *const u32).read_unaligned();
+        // value = nibble + 16*bit - 16: setting the top nibble where the bit is clear does it.
+        let hi = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
+        let q = _mm256_or_si256(nibbles32(b.add(6)), hi);
+        let y = _mm256_loadu_si256(xq.add(32 * i) as *const __m256i);
+        let d = _mm256_set1_ps(f16_to_f32(b) * *xd.add(i));
+        acc = _mm256_fmadd_ps(d, mul_sum_i8(q, y), acc);
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q8_0(w: *const u8, x: &QuantizedVec, nb: usize) -> f32 {
+    let (xq, xd) = (x.qs.as_ptr(), x.d.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        let b = w.add(34 * i);
+        let q = _mm256_loadu_si256(b.add(2) as *const __m256i);
+        let y = _mm256_loadu_si256(xq.add(32 * i) as *const __m256i);
+        let d = _mm256_set1_ps(f16_to_f32(b) * *xd.add(i));
+        acc = _mm256_fmadd_ps(d, mul_sum_i8(q, y), acc);
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_k(w: *const u8, x: &QuantizedVec, nb: usize) -> f32 {
+    let (xq, xd, xb) = (x.qs.as_ptr(), x.d.as_ptr(), x.bsums.as_ptr());
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = 0.0f32;
+    for i in 0..nb {
+        let b = w.add(144 * i);
+        let dx = *xd.add(i);
+        let d = f16_to_f32(b) * dx;
+        let dmin = f16_to_f32(b.add(2)) * dx;
+        let scales = std::slice::from_raw_parts(b.add(4), 12);
+        let mut sc = [0i16; 8];
+        let mut summ = 0i32;
+        for (j, s) in sc.iter_mut().enumerate() {
+            let (s6, m6) = super::dequant::scale_min_k4(j, scales);
+            *s = s6 as i16;
+            summ +=
+                m6 as i32 * (*xb.add(16 * i + 2 * j) as i32 + *xb.add(16 * i + 2 * j + 1) as i32);
+        }
+        acc_m += dmin * summ as f32;
+        let qs = b.add(16);
+        let y = xq.add(QK_K * i);
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..4 {
+            let q4 = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
+            let lo = _mm256_and_si256(q4, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+            let yl = _mm256_loadu_si256(y.add(64 * j) as *const __m256i);
+            let yh = _mm256_loadu_si256(y.add(64 * j + 32) as *const __m256i);
+            let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, yl), _mm256_set1_epi16(sc[2 * j]));
+            let ph = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(hi, yh),
+                _mm256_set1_epi16(sc[2 * j + 1]),
+            );
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum(acc) - acc_m
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q6_k(w: *const u8, x: &QuantizedVec, nb: usize) -> f32 {
+    let (xq, xd) = (x.qs.as_ptr(), x.d.as_ptr());
+    let m4 = _mm256_set1_epi8(0xF);
+    let m32 = _mm256_set1_epi8(32);
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        let b = w.add(210 * i);
+        let d = f16_to_f32(b.add(208)) * *xd.add(i);
+        let sc = b.add(192) as *const i8;
+        let y = xq.add(QK_K * i);
+        let mut sumi = _mm256_setzero_si256();
+        for n in 0..2 {
+            let ql1 = _mm256_loadu_si256(b.add(64 * n) as *const __m256i);
+            let ql2 = _mm256_loadu_si256(b.add(64 * n + 32) as *const __m256i);
+            let qh = _mm256_loadu_si256(b.add(128 + 32 * n) as *const __m256i);
+            let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4);
+            let h1 = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)), 2);
+            let h2 = _mm256_and_si256(qh, _mm256_set1_epi8(0x30));
+            let h3 = _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0xC0u8 as i8)), 2);
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(ql1, m4), h0),
+                _mm256_or_si256(_mm256_and_si256(ql2, m4), h1),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h2),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql2, 4), m4), h3),
+            ];
+            for (k, &qk) in q.iter().enumerate() {
+                let yk = _mm256_loadu_si256(y.add(128 * n + 32 * k) as *const __m256i);
+                let p =
+                    _mm256_sub_epi16(_mm256_maddubs_epi16(qk, yk), _mm256_maddubs_epi16(m32, yk));
+                let s0 = *sc.add(8 * n + 2 * k) as i16;
+                let s1 = *sc.add(8 * n + 2 * k + 1) as i16;
+                let scv = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_set1_epi16(s0)),
+                    _mm_set1_epi16(s1),
+                    1,
+                );
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum(acc)
+}
