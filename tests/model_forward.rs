@@ -29,7 +29,7 @@ fn next_token_and_batched_equals_incremental() {
         let Some(path) = common::model(short) else {
             continue;
         };
-        let model = Model::load(&path, CpuBackend, None).unwrap();
+        let model = Model::load(&path, CpuBackend::new(), None).unwrap();
         let (prompt, want) = case(short);
         let mut st = model.new_state(64);
         let batched = model.forward(&mut st, &prompt, true).unwrap().to_vec();
@@ -67,7 +67,7 @@ fn context_overflow_and_bad_tokens_are_errors() {
     let Some(path) = common::model("smollm2") else {
         return;
     };
-    let model = Model::load(&path, CpuBackend, None).unwrap();
+    let model = Model::load(&path, CpuBackend::new(), None).unwrap();
     let mut st = model.new_state(4);
     let e = model.forward(&mut st, &[1, 2, 3, 4, 5], false).unwrap_err();
     assert!(e.to_string().contains("context overflow"), "{e}");

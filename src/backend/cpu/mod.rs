@@ -21,7 +21,42 @@ use crate::model::{FfnKind, ModelError, RopeStyle};
 use crate::quant;
 
 #[derive(Clone, Copy, Debug, Default)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    /// Keep matmul inputs in f32 instead of quantising them to 8 bits first. Slower; used to
+    /// check the forward pass against an f32 reference without the activation rounding.
+    pub f32_activations: bool,
+}
+
+impl CpuBackend {
+    pub fn new() -> CpuBackend {
+        CpuBackend::default()
+    }
+
+    /// The reference-precision variant (see `f32_activations`).
+    pub fn with_f32_activations() -> CpuBackend {
+        CpuBackend {
+            f32_activations: true,
+        }
+    }
+}
+
+/// `out = x Wᵀ` with every weight row dequantised and dotted in f32.
+fn matmul_f32(w: &CpuWeight, x: &CpuTensor, out: &mut CpuTensor) {
+    let m = w.qmatrix();
+    out.data
+        .par_chunks_mut(w.rows)
+        .zip(x.data.par_chunks(w.cols))
+        .for_each_init(
+            || vec![0f32; w.cols],
+            |row, (o, xi)| {
+                for (r, y) in o.iter_mut().enumerate() {
+                    quant::dequantize_row(m.ty, m.row(r), row)
+                        .expect("weight type checked at load");
+                    *y = ops::dot(row, xi);
+                }
+            },
+        );
+}
 
 /// Keys and values of all layers: `[layer][position][kv_dim]` in f16, preallocated for the
 /// context (the pages are only touched, and so only resident, as positions fill up).
@@ -112,6 +147,9 @@ impl Backend for CpuBackend {
     fn matmul(&self, w: &CpuWeight, x: &CpuTensor, out: &mut CpuTensor) {
         assert_eq!(x.cols, w.cols, "matmul input width");
         out.resize(x.rows, w.rows);
+        if self.f32_activations {
+            return matmul_f32(w, x, out);
+        }
         let m = w.qmatrix();
         if x.rows == 1 {
             quant::matvec(&m, &x.data, &mut out.data);
