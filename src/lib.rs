@@ -5,6 +5,7 @@
 //! `backend` the compute backends, `sparse` the hybrid FFN executor, `generate` the decoding
 //! loop and `server` the HTTP API.
 
+pub mod generate;
 pub mod gguf;
 pub mod paths;
 pub mod quant;
