@@ -221,6 +221,17 @@ fn tojson_uses_python_separators_without_html_escaping() {
 }
 
 #[test]
+fn tojson_indent_and_loop_controls() {
+    let src = "{{ messages[0] | tojson(indent=2) }}|{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}{{ m.content }}{% endfor %}";
+    let t = ChatTemplate::new(src, "", "").unwrap();
+    assert_eq!(
+        t.render(&[msg("user", "a"), msg("user", "b")], false)
+            .unwrap(),
+        "{\n  \"role\": \"user\",\n  \"content\": \"a\"\n}|a"
+    );
+}
+
+#[test]
 fn raise_exception_becomes_an_error() {
     let src = "{% if messages[0].role != 'user' %}{{ raise_exception('first message must be from the user') }}{% endif %}ok";
     let t = ChatTemplate::new(src, "", "").unwrap();

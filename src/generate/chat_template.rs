@@ -55,6 +55,19 @@ enum Kind {
     Plain,
 }
 
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            Kind::Plain => f.write_str("ChatTemplate(plain)"),
+            Kind::Jinja { bos, eos, .. } => f
+                .debug_struct("ChatTemplate")
+                .field("bos", bos)
+                .field("eos", eos)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
 impl ChatTemplate {
     /// Compile `source`. `bos_token` and `eos_token` are the texts of those special tokens,
     /// which many templates print.

@@ -58,6 +58,15 @@ pub struct Sampler {
     recent: Vec<u32>,
 }
 
+impl std::fmt::Debug for Sampler {
+    /// The buffers are vocabulary-sized scratch space; only the settings are worth showing.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sampler")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Pack (id, logit) into one integer that sorts ascending by descending logit, ties by
 /// ascending id: `!(order-preserving logit bits << 32 | !id)`. Ties by id keep the result
 /// deterministic and make top-k = 1 agree with greedy.
