@@ -44,6 +44,43 @@ fn committed_templates_equal_the_models_templates() {
     }
 }
 
+/// The prompts llama.cpp's golden outputs were made with, against what the models' own
+/// templates render. Qwen's matches once the golden system message is passed; SmolLM2's
+/// template always adds a system turn (its default one), which the golden prompt lacks.
+#[test]
+fn gguf_templates_against_golden_prompts() {
+    let load = |model: &str| {
+        let p = common::model(model)?;
+        let f = GgufFile::open(&p).unwrap();
+        let src = f.get_str("tokenizer.chat_template").unwrap();
+        Some(ChatTemplate::from_gguf_source(src, "", "<|im_end|>").unwrap())
+    };
+    if let Some(t) = load("smollm2") {
+        let golden =
+            "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+        let out = t
+            .render(&[msg("user", "What is the capital of France?")], true)
+            .unwrap();
+        assert_eq!(out, format!("{SMOL_SYSTEM}{golden}"));
+    }
+    if let Some(t) = load("qwen05") {
+        let golden = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n\
+                      <|im_start|>user\nWhat does HTTP stand for?<|im_end|>\n\
+                      <|im_start|>assistant\n";
+        let msgs = [
+            msg("system", "You are a helpful assistant."),
+            msg("user", "What does HTTP stand for?"),
+        ];
+        assert_eq!(t.render(&msgs, true).unwrap(), golden);
+    }
+    if let Some(p) = common::model("gemma3") {
+        let f = GgufFile::open(&p).unwrap();
+        let src = f.get_str("tokenizer.chat_template").unwrap();
+        let t = ChatTemplate::from_gguf_source(src, "<bos>", "<eos>").unwrap();
+        assert!(t.is_plain());
+    }
+}
+
 #[test]
 fn smollm2_single_turn_adds_default_system_prompt() {
     let t = smollm2();
@@ -263,6 +300,11 @@ fn malformed_templates_are_errors_not_panics() {
             Ok(_) => panic!("{bad:?} compiled"),
         }
     }
+    // The real Qwen template indexes messages[0]: an empty conversation is an error.
+    assert!(matches!(
+        qwen05().render(&[], true),
+        Err(TemplateError::Render(_))
+    ));
     // Compiles, but fails at render time.
     let t = ChatTemplate::new("{{ messages[0].content + 1 }}", "", "").unwrap();
     assert!(matches!(
