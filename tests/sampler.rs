@@ -217,23 +217,30 @@ fn bad_inputs_do_not_panic() {
 
 #[test]
 fn large_vocabulary_is_fast_enough() {
-    // Gemma 3's vocabulary. Mostly a guard against an accidental full sort per call in the
-    // default (top-k) chain and in the top-p-only chain.
+    // Gemma 3's vocabulary. The default (top-k) chain must not sort the vocabulary: one
+    // pass takes ~0.3 ms here, sorting 262k integer keys alone ~3 ms. Without top-k, these flat logits are the worst
+    // case for top-p (95% of the mass spans most of the vocabulary); the bound only guards
+    // against super-linear blow-ups. The fastest of several calls is taken, so other load
+    // on the machine does not fail the test.
     let l = logits(262_144, 77);
-    for cfg in [
-        SamplerConfig::default(),
-        SamplerConfig {
-            top_k: 0,
-            ..SamplerConfig::default()
-        },
-    ] {
+    let no_top_k = SamplerConfig {
+        top_k: 0,
+        ..SamplerConfig::default()
+    };
+    for (cfg, bound_ms) in [(SamplerConfig::default(), 2), (no_top_k, 250)] {
         let mut s = Sampler::new(cfg.clone());
-        let t0 = std::time::Instant::now();
-        for _ in 0..20 {
-            s.sample(&l, &[1, 2, 3]);
-        }
-        let per = t0.elapsed() / 20;
-        eprintln!("top_k {}: {per:?} per sample", cfg.top_k);
-        assert!(per < std::time::Duration::from_millis(50), "{per:?}");
+        let best = (0..10)
+            .map(|_| {
+                let t0 = std::time::Instant::now();
+                s.sample(&l, &[1, 2, 3]);
+                t0.elapsed()
+            })
+            .min()
+            .unwrap();
+        eprintln!("top_k {}: {best:?} per sample", cfg.top_k);
+        assert!(
+            best < std::time::Duration::from_millis(bound_ms),
+            "{best:?}"
+        );
     }
 }
