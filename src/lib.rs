@@ -6,6 +6,7 @@
 //! loop and `server` the HTTP API.
 
 pub mod backend;
+pub mod generate;
 pub mod gguf;
 pub mod model;
 pub mod paths;
