@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::gguf::GgufFile;
-use crate::tokenizer::Tokenizer;
+use powerinfer::gguf::GgufFile;
+use powerinfer::tokenizer::Tokenizer;
 
 /// Tokenize TEXT with a model's tokenizer. Special tokens written in TEXT (such as
 /// `<|im_start|>`) become their token ids.
@@ -61,7 +61,7 @@ mod tests {
     use super::*;
 
     fn smollm2() -> Option<Tokenizer> {
-        let path = crate::paths::models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+        let path = powerinfer::paths::models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
         if !path.exists() {
             eprintln!("SKIPPED: {} not found", path.display());
             return None;

@@ -1,9 +1,17 @@
-//! Generation building blocks: token sampling, chat templates and stop strings.
+//! Generation: token sampling, chat templates, stop strings, and the decoding loop that
+//! ties them to a model.
 
 pub mod chat_template;
+mod engine;
+mod error;
+mod generator;
 mod rng;
 pub mod sampler;
 pub mod stop;
+
+pub use engine::Engine;
+pub use error::GenerateError;
+pub use generator::{FinishReason, GenOptions, GenStats, Generator};
 
 pub use chat_template::{ChatMessage, ChatTemplate, TemplateError};
 pub use sampler::{Sampler, SamplerConfig};

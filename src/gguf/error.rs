@@ -22,7 +22,7 @@ pub enum GgufError {
         need: usize,
         have: usize,
     },
-    #[error("GGUF {what} count {count} cannot fit in the {remaining} bytes left in the file")]
+    #[error("GGUF {what} count {count} cannot fit in the {remaining} bytes left in the file (truncated or corrupt)")]
     AbsurdCount {
         what: &'static str,
         count: u64,

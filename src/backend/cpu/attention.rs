@@ -150,7 +150,7 @@ mod tests {
             };
             let (n_prev, n_q, n_ctx) = (5, 4, 16);
             let kv_dim = n_head_kv * 16;
-            let b = CpuBackend;
+            let b = CpuBackend::new();
             let mut cache = b.new_kv_cache(2, n_ctx, kv_dim);
             let k = rand_vec((n_prev + n_q) * kv_dim, &mut seed);
             let v = rand_vec((n_prev + n_q) * kv_dim, &mut seed);

@@ -1,0 +1,112 @@
+//! `powerinfer chat`: interactive multi-turn chat. The KV cache is kept across turns: each
+//! turn only the text the template adds since the last turn is evaluated.
+
+use std::io::{BufRead, Write};
+
+use powerinfer::generate::{ChatMessage, GenOptions, Generator, Sampler};
+
+use super::common::{ModelArgs, SamplingArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// System prompt
+    #[arg(short, long)]
+    pub system: Option<String>,
+    /// Tokens per answer at most
+    #[arg(short = 'n', long, default_value_t = 512)]
+    pub n_predict: usize,
+}
+
+pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
+    let engine = args.model.load()?;
+    let mut gen = Generator::new(
+        &engine.model,
+        &engine.tokenizer,
+        Sampler::new(args.sampling.config()),
+        args.model.ctx_size,
+    );
+    let initial: Vec<ChatMessage> = args
+        .system
+        .iter()
+        .map(|s| ChatMessage {
+            role: "system".into(),
+            content: s.clone(),
+        })
+        .collect();
+    let mut messages = initial.clone();
+    // The text whose tokens are in the KV cache.
+    let mut fed = String::new();
+    let opts = GenOptions {
+        max_tokens: args.n_predict,
+        stop: Vec::new(),
+    };
+    eprintln!("powerinfer chat: /reset starts over, /exit (or Ctrl-D) quits.");
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        match line.trim() {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                messages = initial.clone();
+                fed.clear();
+                gen.reset();
+                eprintln!("(conversation reset)");
+                continue;
+            }
+            _ => {}
+        }
+        messages.push(ChatMessage {
+            role: "user".into(),
+            content: line.to_string(),
+        });
+        let rendered = engine.template.render(&messages, true)?;
+        let prompt = match rendered.strip_prefix(fed.as_str()) {
+            Some(delta) if !fed.is_empty() => engine.tokenizer.encode(delta, false, true),
+            _ => {
+                gen.reset();
+                engine.tokenizer.encode(&rendered, true, true)
+            }
+        };
+        let mut reply = String::new();
+        let result = gen.generate(&prompt, &opts, |t| {
+            reply.push_str(t);
+            let _ = out.write_all(t.as_bytes());
+            let _ = out.flush();
+            true
+        });
+        println!();
+        match result {
+            Ok(stats) => {
+                eprintln!(
+                    "[{} prompt tokens at {:.1} tok/s, {} tokens at {:.1} tok/s]",
+                    stats.prompt_tokens,
+                    stats.prefill_tps(),
+                    stats.generated_tokens,
+                    stats.decode_tps()
+                );
+                fed = format!("{rendered}{reply}");
+                messages.push(ChatMessage {
+                    role: "assistant".into(),
+                    content: reply,
+                });
+            }
+            Err(e) => {
+                // The turn did not happen: forget it and keep the conversation usable.
+                messages.pop();
+                eprintln!("error: {e} (use /reset to start over)");
+            }
+        }
+    }
+    Ok(())
+}

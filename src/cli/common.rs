@@ -1,0 +1,108 @@
+//! Arguments shared by the subcommands that run a model.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use powerinfer::backend::CpuBackend;
+use powerinfer::generate::{Engine, SamplerConfig};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// GGUF model file [default: the model installed by scripts/setup.sh]
+    #[arg(short, long)]
+    pub model: Option<PathBuf>,
+    /// CPU threads [default: all cores]
+    #[arg(short, long)]
+    pub threads: Option<usize>,
+    /// Context size in tokens (capped at the model's trained context)
+    #[arg(short = 'c', long, default_value_t = 4096)]
+    pub ctx_size: usize,
+    /// Override the FFN activation recorded in the model (silu, gelu, relu, reglu, drelu)
+    #[arg(long)]
+    pub activation: Option<String>,
+}
+
+impl ModelArgs {
+    pub fn model_path(&self) -> anyhow::Result<PathBuf> {
+        let p = match &self.model {
+            Some(p) => p.clone(),
+            None => {
+                let p = powerinfer::paths::default_model();
+                anyhow::ensure!(
+                    p.exists(),
+                    "no model given and the default model is not installed at {} \
+                     (run scripts/setup.sh, or pass -m MODEL.gguf)",
+                    p.display()
+                );
+                p
+            }
+        };
+        anyhow::ensure!(p.exists(), "model file {} does not exist", p.display());
+        Ok(p)
+    }
+
+    /// Size the thread pool and load the model.
+    pub fn load(&self) -> anyhow::Result<Engine<CpuBackend>> {
+        init_threads(self.threads)?;
+        let path = self.model_path()?;
+        let t = std::time::Instant::now();
+        let engine = Engine::load(&path, CpuBackend::new(), self.activation.as_deref())
+            .with_context(|| format!("loading {}", path.display()))?;
+        tracing::info!(
+            "loaded {} ({}, {} layers, ffn {}) in {:.2}s on {}",
+            path.display(),
+            engine.model.config.arch.name(),
+            engine.model.config.n_layer,
+            engine.model.config.ffn.name(),
+            t.elapsed().as_secs_f64(),
+            powerinfer::backend::Backend::name(&engine.model.backend)
+        );
+        Ok(engine)
+    }
+}
+
+pub fn init_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    if let Some(t) = threads {
+        anyhow::ensure!(t > 0, "--threads must be at least 1");
+        // A second call (e.g. from tests) finds the pool built already; that is fine.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global();
+    }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Temperature; 0 = greedy
+    #[arg(long, default_value_t = 0.8)]
+    pub temp: f32,
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Repetition penalty (1.0 = off)
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Random seed (same seed, same output)
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    pub fn config(&self) -> SamplerConfig {
+        SamplerConfig {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed: self.seed,
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! The `powerinfer` command line. Each subcommand lives in its own file with its clap
+//! arguments and a `run` function.
+
+mod bench;
+mod chat;
+mod common;
+mod run;
+mod tokenize;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "powerinfer",
+    version,
+    about = "LLM inference exploiting activation sparsity"
+)]
+pub struct Cli {
+    /// More logging (-v info, -vv debug); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the token ids of a text
+    Tokenize(tokenize::TokenizeArgs),
+    /// Complete a prompt
+    Run(run::RunArgs),
+    /// Interactive chat with the model's chat template
+    Chat(chat::ChatArgs),
+    /// Prefill and decode speed
+    Bench(bench::BenchArgs),
+}
+
+pub fn main(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Tokenize(a) => tokenize::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Chat(a) => chat::run(a),
+        Command::Bench(a) => bench::run(a),
+    }
+}

@@ -1,0 +1,70 @@
+//! `powerinfer run`: complete one prompt, streaming to stdout.
+
+use std::io::Write;
+
+use powerinfer::generate::{GenOptions, Generator, Sampler};
+
+use super::common::{ModelArgs, SamplingArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Prompt text (special tokens such as <|im_start|> are parsed)
+    #[arg(short, long)]
+    pub prompt: String,
+    /// Tokens to generate at most
+    #[arg(short = 'n', long, default_value_t = 128)]
+    pub n_predict: usize,
+    /// Stop when this text is generated (repeatable)
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Wrap the prompt in the model's chat template as a user message
+    #[arg(long)]
+    pub chat: bool,
+    /// Do not add the BOS token even where the model asks for it
+    #[arg(long)]
+    pub no_bos: bool,
+}
+
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let engine = args.model.load()?;
+    let text = if args.chat {
+        let msgs = [powerinfer::generate::ChatMessage {
+            role: "user".into(),
+            content: args.prompt.clone(),
+        }];
+        engine.template.render(&msgs, true)?
+    } else {
+        args.prompt.clone()
+    };
+    let prompt = engine.tokenizer.encode(&text, !args.no_bos, true);
+    let mut gen = Generator::new(
+        &engine.model,
+        &engine.tokenizer,
+        Sampler::new(args.sampling.config()),
+        args.model.ctx_size,
+    );
+    let opts = GenOptions {
+        max_tokens: args.n_predict,
+        stop: args.stop.clone(),
+    };
+    let mut out = std::io::stdout().lock();
+    let stats = gen.generate(&prompt, &opts, |t| {
+        let _ = out.write_all(t.as_bytes());
+        let _ = out.flush();
+        true
+    })?;
+    writeln!(out)?;
+    eprintln!(
+        "prompt: {} tokens, {:.1} tok/s | generation: {} tokens, {:.1} tok/s | finish: {:?}",
+        stats.prompt_tokens,
+        stats.prefill_tps(),
+        stats.generated_tokens,
+        stats.decode_tps(),
+        stats.finish
+    );
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The decoding loop: prefill, sample, stream text, stop.
+
+use std::time::{Duration, Instant};
+
+use super::{GenerateError, Sampler, StopMatcher};
+use crate::backend::Backend;
+use crate::model::{Model, State};
+use crate::tokenizer::{StreamDecoder, Tokenizer};
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// End-of-generation token or a stop string.
+    Stop,
+    /// The token limit was reached.
+    Length,
+    /// The caller's callback asked to stop.
+    Cancelled,
+}
+
+#[derive(Clone, Debug)]
+pub struct GenStats {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub prefill_time: Duration,
+    pub decode_time: Duration,
+    pub finish: FinishReason,
+}
+
+impl GenStats {
+    pub fn prefill_tps(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prefill_time.as_secs_f64().max(1e-9)
+    }
+    /// Decode speed; the first generated token comes from the prefill logits, so it is not
+    /// counted.
+    pub fn decode_tps(&self) -> f64 {
+        self.generated_tokens.saturating_sub(1) as f64 / self.decode_time.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Options of one generation call.
+#[derive(Clone, Debug, Default)]
+pub struct GenOptions {
+    pub max_tokens: usize,
+    pub stop: Vec<String>,
+}
+
+/// One sequence being decoded: its KV cache, the tokens in it and a sampler.
+pub struct Generator<'m, B: Backend> {
+    pub model: &'m Model<B>,
+    pub tokenizer: &'m Tokenizer,
+    pub state: State<B>,
+    pub sampler: Sampler,
+    /// Tokens currently in the KV cache.
+    pub tokens: Vec<u32>,
+}
+
+impl<'m, B: Backend> Generator<'m, B> {
+    pub fn new(
+        model: &'m Model<B>,
+        tokenizer: &'m Tokenizer,
+        sampler: Sampler,
+        n_ctx: usize,
+    ) -> Self {
+        Generator {
+            model,
+            tokenizer,
+            state: model.new_state(n_ctx),
+            sampler,
+            tokens: Vec::new(),
+        }
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.state.n_ctx
+    }
+
+    pub fn reset(&mut self) {
+        self.state.reset();
+        self.tokens.clear();
+    }
+
+    /// Append `prompt` to the sequence (reusing the cached prefix it shares with what is
+    /// already there), then generate. `on_text` receives text as it becomes final and returns
+    /// false to cancel.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenOptions,
+        mut on_text: impl FnMut(&str) -> bool,
+    ) -> Result<GenStats, GenerateError> {
+        if prompt.is_empty() {
+            return Err(GenerateError::EmptyPrompt);
+        }
+        let n_ctx = self.n_ctx();
+        if self.tokens.len() + prompt.len() >= n_ctx {
+            return Err(GenerateError::PromptTooLong {
+                tokens: self.tokens.len() + prompt.len(),
+                n_ctx,
+            });
+        }
+        let t0 = Instant::now();
+        let logits = self.model.forward(&mut self.state, prompt, false)?;
+        let mut logits = logits.to_vec();
+        self.tokens.extend_from_slice(prompt);
+        let prefill_time = t0.elapsed();
+
+        let t1 = Instant::now();
+        let mut decoder = StreamDecoder::new(self.tokenizer);
+        let mut stops = StopMatcher::new(opts.stop.clone());
+        let mut generated = 0usize;
+        let mut hit_stop = false;
+        let finish = loop {
+            if generated >= opts.max_tokens {
+                break FinishReason::Length;
+            }
+            let next = self.sampler.sample(&logits, &self.tokens);
+            generated += 1;
+            if self.tokenizer.is_eog(next) {
+                break FinishReason::Stop;
+            }
+            let text = decoder.push(next);
+            let (emit, hit) = stops.push(&text);
+            if !emit.is_empty() && !on_text(&emit) {
+                break FinishReason::Cancelled;
+            }
+            if hit {
+                hit_stop = true;
+                break FinishReason::Stop;
+            }
+            if self.tokens.len() + 1 >= n_ctx {
+                break FinishReason::Length;
+            }
+            logits.clear();
+            logits.extend_from_slice(self.model.forward(&mut self.state, &[next], false)?);
+            self.tokens.push(next);
+        };
+        if !hit_stop && finish != FinishReason::Cancelled {
+            // Text held back as a possible stop-string prefix, or an incomplete UTF-8 tail.
+            let (emit, _) = stops.push(&decoder.finish());
+            let tail = format!("{emit}{}", stops.flush());
+            if !tail.is_empty() {
+                on_text(&tail);
+            }
+        }
+        Ok(GenStats {
+            prompt_tokens: prompt.len(),
+            generated_tokens: generated,
+            prefill_time,
+            decode_time: t1.elapsed(),
+            finish,
+        })
+    }
+}

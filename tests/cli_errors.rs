@@ -1,0 +1,100 @@
+//! Bad input on the command line: one clear error line and a non-zero exit, never a panic.
+mod common;
+
+use std::process::{Command, Output};
+
+fn powerinfer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_powerinfer"))
+        .args(args)
+        .env("POWERINFER_MODELS", "/nonexistent-powerinfer-models")
+        .output()
+        .expect("run powerinfer")
+}
+
+fn assert_clean_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert!(stderr.starts_with("error: "), "stderr: {stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+}
+
+fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("powerinfer-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn missing_model_file() {
+    let out = powerinfer(&["run", "-m", "/no/such/model.gguf", "-p", "hi"]);
+    assert_clean_error(&out, "/no/such/model.gguf");
+}
+
+#[test]
+fn missing_default_model_says_how_to_install() {
+    let out = powerinfer(&["run", "-p", "hi"]);
+    assert_clean_error(&out, "scripts/setup.sh");
+}
+
+#[test]
+fn corrupt_and_truncated_files() {
+    let bad = temp_file("bad-magic.gguf", b"NOPE\x03\x00\x00\x00rest of a file");
+    assert_clean_error(
+        &powerinfer(&["run", "-m", bad.to_str().unwrap(), "-p", "hi"]),
+        "bad magic",
+    );
+    let short = temp_file("short.gguf", b"GGUF\x03\x00\x00\x00\x01");
+    assert_clean_error(
+        &powerinfer(&["run", "-m", short.to_str().unwrap(), "-p", "hi"]),
+        "truncated",
+    );
+    if let Some(m) = common::model("smollm2") {
+        // A real header cut off in the middle of the metadata.
+        let bytes = std::fs::read(m).unwrap();
+        let cut = temp_file("cut.gguf", &bytes[..4096]);
+        assert_clean_error(
+            &powerinfer(&["run", "-m", cut.to_str().unwrap(), "-p", "hi"]),
+            "truncated",
+        );
+    }
+}
+
+#[test]
+fn prompt_longer_than_context() {
+    let Some(m) = common::model("smollm2") else {
+        return;
+    };
+    let prompt = "word ".repeat(200);
+    let out = powerinfer(&[
+        "run",
+        "-m",
+        m.to_str().unwrap(),
+        "-c",
+        "64",
+        "-n",
+        "4",
+        "-p",
+        &prompt,
+    ]);
+    assert_clean_error(&out, "does not fit in the context");
+}
+
+#[test]
+fn unknown_activation_override() {
+    let Some(m) = common::model("smollm2") else {
+        return;
+    };
+    let out = powerinfer(&[
+        "run",
+        "-m",
+        m.to_str().unwrap(),
+        "--activation",
+        "tanh",
+        "-p",
+        "hi",
+    ]);
+    assert_clean_error(&out, "unknown FFN activation");
+}
