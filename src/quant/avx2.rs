@@ -142,65 +142,113 @@ unsafe fn dot_f16(w: *const u8, x: *const f32, n: usize) -> f32 {
     sum
 }
 
+/// Products of one 32-block of Q4_0 weights with its Q8_0 activations (unscaled).
+#[inline(always)]
+unsafe fn blk_q4_0(b: *const u8, y: *const i8) -> __m256 {
+    let q = _mm256_sub_epi8(nibbles32(b.add(2)), _mm256_set1_epi8(8));
+    mul_sum_i8(q, _mm256_loadu_si256(y as *const __m256i))
+}
+
+#[inline(always)]
+unsafe fn blk_q4_1(b: *const u8, y: *const i8) -> __m256 {
+    mul_sum_us8(nibbles32(b.add(4)), _mm256_loadu_si256(y as *const __m256i))
+}
+
+#[inline(always)]
+unsafe fn blk_q5_0(b: *const u8, y: *const i8) -> __m256 {
+    let qh = (b.add(2) as *const u32).read_unaligned();
+    // value = nibble + 16*bit - 16: setting the top nibble where the bit is clear does it.
+    let hi = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
+    let q = _mm256_or_si256(nibbles32(b.add(6)), hi);
+    mul_sum_i8(q, _mm256_loadu_si256(y as *const __m256i))
+}
+
+#[inline(always)]
+unsafe fn blk_q8_0(b: *const u8, y: *const i8) -> __m256 {
+    let q = _mm256_loadu_si256(b.add(2) as *const __m256i);
+    mul_sum_i8(q, _mm256_loadu_si256(y as *const __m256i))
+}
+
+/// Shared loop of the 32-block formats: two blocks per step into independent accumulators
+/// (hides FMA latency); `$blk` gives a block's integer products, the scale is d_w*d_x.
+/// A macro so that `$blk` is inlined into each `target_feature` kernel.
+macro_rules! dot_blocks32 {
+    ($w:expr, $bb:expr, $x:expr, $nb:expr, $blk:ident) => {{
+        let (w, bb, x, nb) = ($w, $bb, $x, $nb);
+        let (xq, xd) = (x.qs.as_ptr(), x.d.as_ptr());
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 2 <= nb {
+            let b0 = w.add(bb * i);
+            let b1 = w.add(bb * (i + 1));
+            let p0 = $blk(b0, xq.add(32 * i));
+            let p1 = $blk(b1, xq.add(32 * i + 32));
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(b0) * *xd.add(i)), p0, acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(b1) * *xd.add(i + 1)), p1, acc1);
+            i += 2;
+        }
+        if i < nb {
+            let b0 = w.add(bb * i);
+            let p0 = $blk(b0, xq.add(32 * i));
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(b0) * *xd.add(i)), p0, acc0);
+        }
+        hsum(_mm256_add_ps(acc0, acc1))
+    }};
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q4_0(w: *const u8, x: &QuantizedVec, nb: usize) -> f32 {
-    let (xq, xd) = (x.qs.as_ptr(), x.d.as_ptr());
-    let mut acc = _mm256_setzero_ps();
-    for i in 0..nb {
-        let b = w.add(18 * i);
-        let q = _mm256_sub_epi8(nibbles32(b.add(2)), _mm256_set1_epi8(8));
-        let y = _mm256_loadu_si256(xq.add(32 * i) as *const __m256i);
-        let d = _mm256_set1_ps(f16_to_f32(b) * *xd.add(i));
-        acc = _mm256_fmadd_ps(d, mul_sum_i8(q, y), acc);
-    }
-    hsum(acc)
+    dot_blocks32!(w, 18, x, nb, blk_q4_0)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q4_1(w: *const u8, x: &QuantizedVec, nb: usize) -> f32 {
     let (xq, xd, xs) = (x.qs.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
-    let mut acc = _mm256_setzero_ps();
-    let mut summ = 0.0f32;
-    for i in 0..nb {
-        let b = w.add(20 * i);
-        let q = nibbles32(b.add(4));
-        let y = _mm256_loadu_si256(xq.add(32 * i) as *const __m256i);
-        let d = _mm256_set1_ps(f16_to_f32(b) * *xd.add(i));
-        acc = _mm256_fmadd_ps(d, mul_sum_us8(q, y), acc);
-        summ += f16_to_f32(b.add(2)) * *xs.add(i);
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    // Per block: d and m of the weights (f16 pair converted together), times d_x and s_x.
+    let mut accm = _mm_setzero_ps();
+    let mut i = 0;
+    while i + 2 <= nb {
+        let b0 = w.add(20 * i);
+        let b1 = w.add(20 * i + 20);
+        let dm0 = _mm_cvtph_ps(_mm_cvtsi32_si128((b0 as *const i32).read_unaligned()));
+        let dm1 = _mm_cvtph_ps(_mm_cvtsi32_si128((b1 as *const i32).read_unaligned()));
+        let p0 = blk_q4_1(b0, xq.add(32 * i));
+        let p1 = blk_q4_1(b1, xq.add(32 * i + 32));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(_mm_cvtss_f32(dm0) * *xd.add(i)), p0, acc0);
+        acc1 = _mm256_fmadd_ps(
+            _mm256_set1_ps(_mm_cvtss_f32(dm1) * *xd.add(i + 1)),
+            p1,
+            acc1,
+        );
+        // lanes 1: m0*s0 and m1*s1 accumulate side by side
+        let m = _mm_unpacklo_ps(_mm_movehdup_ps(dm0), _mm_movehdup_ps(dm1));
+        let sx = _mm_castsi128_ps(_mm_loadl_epi64(xs.add(i) as *const __m128i));
+        accm = _mm_fmadd_ps(m, sx, accm);
+        i += 2;
     }
-    hsum(acc) + summ
+    let mut tail = 0.0f32;
+    if i < nb {
+        let b0 = w.add(20 * i);
+        let p0 = blk_q4_1(b0, xq.add(32 * i));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(b0) * *xd.add(i)), p0, acc0);
+        tail = f16_to_f32(b0.add(2)) * *xs.add(i);
+    }
+    let mut m = [0.0f32; 4];
+    _mm_storeu_ps(m.as_mut_ptr(), accm);
+    hsum(_mm256_add_ps(acc0, acc1)) + (m[0] + m[1]) + tail
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q5_0(w: *const u8, x: &QuantizedVec, nb: usize) -> f32 {
-    let (xq, xd) = (x.qs.as_ptr(), x.d.as_ptr());
-    let mut acc = _mm256_setzero_ps();
-    for i in 0..nb {
-        let b = w.add(22 * i);
-        let qh = (b.add(2) as *const u32).read_unaligned();
-        // value = nibble + 16*bit - 16: setting the top nibble where the bit is clear does it.
-        let hi = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
-        let q = _mm256_or_si256(nibbles32(b.add(6)), hi);
-        let y = _mm256_loadu_si256(xq.add(32 * i) as *const __m256i);
-        let d = _mm256_set1_ps(f16_to_f32(b) * *xd.add(i));
-        acc = _mm256_fmadd_ps(d, mul_sum_i8(q, y), acc);
-    }
-    hsum(acc)
+    dot_blocks32!(w, 22, x, nb, blk_q5_0)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q8_0(w: *const u8, x: &QuantizedVec, nb: usize) -> f32 {
-    let (xq, xd) = (x.qs.as_ptr(), x.d.as_ptr());
-    let mut acc = _mm256_setzero_ps();
-    for i in 0..nb {
-        let b = w.add(34 * i);
-        let q = _mm256_loadu_si256(b.add(2) as *const __m256i);
-        let y = _mm256_loadu_si256(xq.add(32 * i) as *const __m256i);
-        let d = _mm256_set1_ps(f16_to_f32(b) * *xd.add(i));
-        acc = _mm256_fmadd_ps(d, mul_sum_i8(q, y), acc);
-    }
-    hsum(acc)
+    dot_blocks32!(w, 34, x, nb, blk_q8_0)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
