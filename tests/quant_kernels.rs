@@ -194,18 +194,46 @@ fn matvec_gather_and_matmul_agree() {
             assert_eq!(g[i], y[r as usize], "{t} gather {i}");
         }
 
-        let n = 5;
+        // 9 inputs: two batched groups of four plus one single (float order may differ).
+        let n = 9;
         let xs: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
         let mut ys = vec![0.0f32; n * rows];
         matmul(&w, &xs, &mut ys);
         for b in 0..n {
             let mut yb = vec![0.0f32; rows];
             matvec(&w, &xs[b * cols..(b + 1) * cols], &mut yb);
-            assert_eq!(
-                &ys[b * rows..(b + 1) * rows],
-                &yb[..],
-                "{t} matmul input {b}"
-            );
+            let qb = QuantizedVec::new(t, &xs[b * cols..(b + 1) * cols]);
+            for (r, &want) in yb.iter().enumerate() {
+                let (_, mag) = reference(t, w.row(r), &qb);
+                let got = ys[b * rows + r];
+                assert!(
+                    ((got - want) as f64).abs() <= 1e-5 * mag + 1e-6,
+                    "{t} matmul input {b} row {r}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn batched_x4_kernels_equal_single_dots() {
+    let mut rng = Rng(31337);
+    for t in WEIGHT_TYPES {
+        for n in lengths(t) {
+            let row = random_row(&mut rng, t, n);
+            let xs: Vec<QuantizedVec> = (0..4)
+                .map(|_| QuantizedVec::new(t, &random_x(&mut rng, n)))
+                .collect();
+            let got = powerinfer::quant::vec_dot_x4(t, &row, [&xs[0], &xs[1], &xs[2], &xs[3]]);
+            for k in 0..4 {
+                let want = scalar::vec_dot(t, &row, &xs[k]) as f64;
+                let (_, mag) = reference(t, &row, &xs[k]);
+                assert!(
+                    (got[k] as f64 - want).abs() <= 1e-5 * mag + 1e-6,
+                    "{t} n={n} input {k}: {} vs {want}",
+                    got[k]
+                );
+            }
         }
     }
 }

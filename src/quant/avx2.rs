@@ -337,3 +337,102 @@ unsafe fn dot_q6_k(w: *const u8, x: &QuantizedVec, nb: usize) -> f32 {
     }
     hsum(acc)
 }
+
+/// Dots of one weight row with four activations at once (prefill): each weight block is
+/// unpacked once and reused for the four inputs. `None` where there is no batched kernel.
+#[inline]
+pub(crate) fn vec_dot_x4(ty: GgmlType, row: &[u8], xs: [&QuantizedVec; 4]) -> Option<[f32; 4]> {
+    let nb = xs[0].len / ty.block_len();
+    // SAFETY: caller checked `available()` and every (row, x) pair with `check_dot_args`.
+    unsafe {
+        Some(match ty {
+            GgmlType::Q4_0 => x4_q4_0(row.as_ptr(), xs, nb),
+            GgmlType::Q5_0 => x4_q5_0(row.as_ptr(), xs, nb),
+            GgmlType::Q8_0 => x4_q8_0(row.as_ptr(), xs, nb),
+            GgmlType::Q4_1 => x4_q4_1(row.as_ptr(), xs, nb),
+            _ => return None,
+        })
+    }
+}
+
+#[inline(always)]
+unsafe fn unpack_q4_0(b: *const u8) -> __m256i {
+    _mm256_sub_epi8(nibbles32(b.add(2)), _mm256_set1_epi8(8))
+}
+
+#[inline(always)]
+unsafe fn unpack_q5_0(b: *const u8) -> __m256i {
+    let qh = (b.add(2) as *const u32).read_unaligned();
+    let hi = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
+    _mm256_or_si256(nibbles32(b.add(6)), hi)
+}
+
+#[inline(always)]
+unsafe fn unpack_q8_0(b: *const u8) -> __m256i {
+    _mm256_loadu_si256(b.add(2) as *const __m256i)
+}
+
+/// Batched loop for the signed 32-block formats (weights times Q8_0 activations).
+macro_rules! x4_signed32 {
+    ($w:expr, $bb:expr, $xs:expr, $nb:expr, $unpack:ident) => {{
+        let (w, bb, xs, nb) = ($w, $bb, $xs, $nb);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for i in 0..nb {
+            let b = w.add(bb * i);
+            let q = $unpack(b);
+            let ax = _mm256_sign_epi8(q, q);
+            let dw = f16_to_f32(b);
+            for k in 0..4 {
+                let x = xs[k];
+                let y = _mm256_loadu_si256(x.qs.as_ptr().add(32 * i) as *const __m256i);
+                let p = mul_sum_us8(ax, _mm256_sign_epi8(y, q));
+                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * *x.d.as_ptr().add(i)), p, acc[k]);
+            }
+        }
+        [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
+    }};
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn x4_q4_0(w: *const u8, xs: [&QuantizedVec; 4], nb: usize) -> [f32; 4] {
+    x4_signed32!(w, 18, xs, nb, unpack_q4_0)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn x4_q5_0(w: *const u8, xs: [&QuantizedVec; 4], nb: usize) -> [f32; 4] {
+    x4_signed32!(w, 22, xs, nb, unpack_q5_0)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn x4_q8_0(w: *const u8, xs: [&QuantizedVec; 4], nb: usize) -> [f32; 4] {
+    x4_signed32!(w, 34, xs, nb, unpack_q8_0)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn x4_q4_1(w: *const u8, xs: [&QuantizedVec; 4], nb: usize) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut accm = _mm_setzero_ps();
+    for i in 0..nb {
+        let b = w.add(20 * i);
+        let q = nibbles32(b.add(4));
+        let dw = f16_to_f32(b);
+        let mut sx = [0.0f32; 4];
+        for k in 0..4 {
+            let x = xs[k];
+            let y = _mm256_loadu_si256(x.qs.as_ptr().add(32 * i) as *const __m256i);
+            let p = mul_sum_us8(q, y);
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * *x.d.as_ptr().add(i)), p, acc[k]);
+            sx[k] = *x.s.as_ptr().add(i);
+        }
+        let m = _mm_set1_ps(f16_to_f32(b.add(2)));
+        accm = _mm_fmadd_ps(m, _mm_loadu_ps(sx.as_ptr()), accm);
+    }
+    let mut m = [0.0f32; 4];
+    _mm_storeu_ps(m.as_mut_ptr(), accm);
+    [
+        hsum(acc[0]) + m[0],
+        hsum(acc[1]) + m[1],
+        hsum(acc[2]) + m[2],
+        hsum(acc[3]) + m[3],
+    ]
+}

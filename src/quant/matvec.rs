@@ -1,7 +1,7 @@
 //! Matrix-vector and matrix-matrix products over quantised weights, parallel over row chunks.
 
 use super::qvec::QuantizedVec;
-use super::{vec_dot, QMatrix};
+use super::{vec_dot, vec_dot_x4, QMatrix};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -116,7 +116,17 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
         let nr = out.len() / n;
         for t0 in (0..nr).step_by(MATMUL_ROW_TILE) {
             let t1 = (t0 + MATMUL_ROW_TILE).min(nr);
-            for (b, x) in qx.iter().enumerate() {
+            let mut b = 0;
+            while b + 4 <= n {
+                let xs = [&qx[b], &qx[b + 1], &qx[b + 2], &qx[b + 3]];
+                for t in t0..t1 {
+                    let r = r0 + t;
+                    let v = vec_dot_x4(w.ty, &w.data[r * rb..(r + 1) * rb], xs);
+                    out[t * n + b..t * n + b + 4].copy_from_slice(&v);
+                }
+                b += 4;
+            }
+            for (b, x) in qx.iter().enumerate().skip(b) {
                 for t in t0..t1 {
                     let r = r0 + t;
                     out[t * n + b] = vec_dot(w.ty, &w.data[r * rb..(r + 1) * rb], x);
