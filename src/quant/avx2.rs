@@ -2,6 +2,8 @@
 //! parts; only the order of float accumulation differs. Selected at run time by `vec_dot`.
 
 #![allow(clippy::missing_safety_doc)]
+// Index loops mirror the block bit layouts, which read clearer than zipped iterators.
+#![allow(clippy::needless_range_loop)]
 
 use super::qvec::QuantizedVec;
 use super::{GgmlType, QK_K};
@@ -350,6 +352,7 @@ pub(crate) fn vec_dot_x4(ty: GgmlType, row: &[u8], xs: [&QuantizedVec; 4]) -> Op
             GgmlType::Q5_0 => x4_q5_0(row.as_ptr(), xs, nb),
             GgmlType::Q8_0 => x4_q8_0(row.as_ptr(), xs, nb),
             GgmlType::Q4_1 => x4_q4_1(row.as_ptr(), xs, nb),
+            GgmlType::Q4_K => x4_q4_k(row.as_ptr(), xs, nb),
             _ => return None,
         })
     }
@@ -434,5 +437,60 @@ unsafe fn x4_q4_1(w: *const u8, xs: [&QuantizedVec; 4], nb: usize) -> [f32; 4] {
         hsum(acc[1]) + m[1],
         hsum(acc[2]) + m[2],
         hsum(acc[3]) + m[3],
+    ]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn x4_q4_k(w: *const u8, xs: [&QuantizedVec; 4], nb: usize) -> [f32; 4] {
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut accm = [0.0f32; 4];
+    for i in 0..nb {
+        let b = w.add(144 * i);
+        let d = f16_to_f32(b);
+        let dmin = f16_to_f32(b.add(2));
+        let scales = std::slice::from_raw_parts(b.add(4), 12);
+        let mut sc = [0i16; 8];
+        let mut mn = [0i32; 8];
+        for j in 0..8 {
+            let (s6, m6) = super::dequant::scale_min_k4(j, scales);
+            sc[j] = s6 as i16;
+            mn[j] = m6 as i32;
+        }
+        for k in 0..4 {
+            let bs = xs[k].bsums.as_ptr().add(16 * i);
+            let mut summ = 0i32;
+            for j in 0..8 {
+                summ += mn[j] * (*bs.add(2 * j) as i32 + *bs.add(2 * j + 1) as i32);
+            }
+            accm[k] += dmin * *xs[k].d.as_ptr().add(i) * summ as f32;
+        }
+        let qs = b.add(16);
+        let mut sumi = [_mm256_setzero_si256(); 4];
+        for j in 0..4 {
+            let q4 = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
+            let lo = _mm256_and_si256(q4, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+            let sl = _mm256_set1_epi16(sc[2 * j]);
+            let sh = _mm256_set1_epi16(sc[2 * j + 1]);
+            for k in 0..4 {
+                let y = xs[k].qs.as_ptr().add(QK_K * i);
+                let yl = _mm256_loadu_si256(y.add(64 * j) as *const __m256i);
+                let yh = _mm256_loadu_si256(y.add(64 * j + 32) as *const __m256i);
+                let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, yl), sl);
+                let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, yh), sh);
+                sumi[k] = _mm256_add_epi32(sumi[k], _mm256_add_epi32(pl, ph));
+            }
+        }
+        for k in 0..4 {
+            let dk = _mm256_set1_ps(d * *xs[k].d.as_ptr().add(i));
+            acc[k] = _mm256_fmadd_ps(dk, _mm256_cvtepi32_ps(sumi[k]), acc[k]);
+        }
+    }
+    [
+        hsum(acc[0]) - accm[0],
+        hsum(acc[1]) - accm[1],
+        hsum(acc[2]) - accm[2],
+        hsum(acc[3]) - accm[3],
     ]
 }

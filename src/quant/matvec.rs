@@ -86,9 +86,11 @@ pub fn gather_matvec(w: &QMatrix, rows: &[u32], x: &QuantizedVec, y: &mut [f32])
     }
 }
 
-/// Rows of weights processed together against every input: small enough to stay in L1/L2
-/// while all inputs stream past, so each weight row is loaded from memory once per call.
+/// Rows of weights processed together against every input: at most this many, and at most
+/// `MATMUL_TILE_BYTES` of weights, so the tile stays in L1 while all inputs stream past and
+/// each weight row is loaded from memory once per call.
 const MATMUL_ROW_TILE: usize = 16;
+const MATMUL_TILE_BYTES: usize = 16 * 1024;
 
 /// Prefill product: `xs` is n×cols row-major, `ys` becomes n×rows (`ys[b*rows + r]`).
 pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
@@ -112,10 +114,11 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
     // Computed transposed (rows × n) so parallel tasks own disjoint output, then transposed back.
     let mut yt = vec![0.0f32; w.rows * n];
     let rb = w.row_bytes();
+    let tile = (MATMUL_TILE_BYTES / rb.max(1)).clamp(1, MATMUL_ROW_TILE);
     let run = |r0: usize, out: &mut [f32]| {
         let nr = out.len() / n;
-        for t0 in (0..nr).step_by(MATMUL_ROW_TILE) {
-            let t1 = (t0 + MATMUL_ROW_TILE).min(nr);
+        for t0 in (0..nr).step_by(tile) {
+            let t1 = (t0 + tile).min(nr);
             let mut b = 0;
             while b + 4 <= n {
                 let xs = [&qx[b], &qx[b + 1], &qx[b + 2], &qx[b + 3]];
