@@ -353,6 +353,7 @@ pub(crate) fn vec_dot_x4(ty: GgmlType, row: &[u8], xs: [&QuantizedVec; 4]) -> Op
             GgmlType::Q8_0 => x4_q8_0(row.as_ptr(), xs, nb),
             GgmlType::Q4_1 => x4_q4_1(row.as_ptr(), xs, nb),
             GgmlType::Q4_K => x4_q4_k(row.as_ptr(), xs, nb),
+            GgmlType::Q6_K => x4_q6_k(row.as_ptr(), xs, nb),
             _ => return None,
         })
     }
@@ -493,4 +494,55 @@ unsafe fn x4_q4_k(w: *const u8, xs: [&QuantizedVec; 4], nb: usize) -> [f32; 4] {
         hsum(acc[2]) - accm[2],
         hsum(acc[3]) - accm[3],
     ]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn x4_q6_k(w: *const u8, xs: [&QuantizedVec; 4], nb: usize) -> [f32; 4] {
+    let m4 = _mm256_set1_epi8(0xF);
+    let m32 = _mm256_set1_epi8(32);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for i in 0..nb {
+        let b = w.add(210 * i);
+        let d = f16_to_f32(b.add(208));
+        let sc = b.add(192) as *const i8;
+        let mut sumi = [_mm256_setzero_si256(); 4];
+        for n in 0..2 {
+            let ql1 = _mm256_loadu_si256(b.add(64 * n) as *const __m256i);
+            let ql2 = _mm256_loadu_si256(b.add(64 * n + 32) as *const __m256i);
+            let qh = _mm256_loadu_si256(b.add(128 + 32 * n) as *const __m256i);
+            let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4);
+            let h1 = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)), 2);
+            let h2 = _mm256_and_si256(qh, _mm256_set1_epi8(0x30));
+            let h3 = _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0xC0u8 as i8)), 2);
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(ql1, m4), h0),
+                _mm256_or_si256(_mm256_and_si256(ql2, m4), h1),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h2),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql2, 4), m4), h3),
+            ];
+            for (j, &qj) in q.iter().enumerate() {
+                let s0 = *sc.add(8 * n + 2 * j) as i16;
+                let s1 = *sc.add(8 * n + 2 * j + 1) as i16;
+                let scv = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_set1_epi16(s0)),
+                    _mm_set1_epi16(s1),
+                    1,
+                );
+                for k in 0..4 {
+                    let y = xs[k].qs.as_ptr().add(QK_K * i + 128 * n + 32 * j);
+                    let yk = _mm256_loadu_si256(y as *const __m256i);
+                    let p = _mm256_sub_epi16(
+                        _mm256_maddubs_epi16(qj, yk),
+                        _mm256_maddubs_epi16(m32, yk),
+                    );
+                    sumi[k] = _mm256_add_epi32(sumi[k], _mm256_madd_epi16(p, scv));
+                }
+            }
+        }
+        for k in 0..4 {
+            let dk = _mm256_set1_ps(d * *xs[k].d.as_ptr().add(i));
+            acc[k] = _mm256_fmadd_ps(dk, _mm256_cvtepi32_ps(sumi[k]), acc[k]);
+        }
+    }
+    [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
 }
