@@ -237,3 +237,31 @@ fn batched_x4_kernels_equal_single_dots() {
         }
     }
 }
+
+/// The (SIMD) activation quantiser gives exactly the scalar reference's bytes, ties included.
+#[test]
+fn activation_quantiser_equals_reference_bytes() {
+    let mut rng = Rng(99);
+    let mut x = random_x(&mut rng, 4096);
+    // A block whose scale is exactly 1, so x*id hits .5 ties.
+    x[..32].copy_from_slice(&[
+        127.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 3.49, 0.0, -127.0, 10.5, -10.5, 0.499, 0.501, 63.5,
+        -63.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+        16.0,
+    ]);
+    x[32..64].fill(0.0);
+    for t in [GgmlType::Q8_0, GgmlType::Q4_1] {
+        let q = QuantizedVec::new(t, &x);
+        let mut bytes = vec![0u8; GgmlType::Q8_0.row_bytes(x.len()).unwrap()];
+        quantize_row(GgmlType::Q8_0, &x, &mut bytes).unwrap();
+        for (b, blk) in bytes.chunks_exact(34).enumerate() {
+            let got: Vec<u8> = q.quants()[32 * b..32 * b + 32]
+                .iter()
+                .map(|&v| v as u8)
+                .collect();
+            assert_eq!(&blk[2..], &got[..], "{t} block {b}");
+            let d16 = f16::from_le_bytes([blk[0], blk[1]]);
+            assert_eq!(d16, f16::from_f32(q.scales()[b]), "{t} block {b} scale");
+        }
+    }
+}

@@ -546,3 +546,68 @@ unsafe fn x4_q6_k(w: *const u8, xs: [&QuantizedVec; 4], nb: usize) -> [f32; 4] {
     }
     [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
 }
+
+/// Rounds half away from zero exactly like `f32::round` (the scalar quantisers' rounding):
+/// truncate, then step away from zero when the dropped fraction is at least one half.
+#[inline(always)]
+unsafe fn round_away(v: __m256) -> __m256 {
+    let t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    let frac = _mm256_sub_ps(v, t);
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let ge_half = _mm256_cmp_ps(
+        _mm256_and_ps(frac, abs_mask),
+        _mm256_set1_ps(0.5),
+        _CMP_GE_OQ,
+    );
+    let one = _mm256_or_ps(
+        _mm256_set1_ps(1.0),
+        _mm256_andnot_ps(abs_mask, v), // sign of v
+    );
+    _mm256_add_ps(t, _mm256_and_ps(ge_half, one))
+}
+
+/// 32 floats (already scaled and rounded) -> 32 i8, in order.
+#[inline(always)]
+unsafe fn pack32(v: [__m256; 4], q: *mut i8) {
+    let a = _mm256_cvtps_epi32(v[0]);
+    let b = _mm256_cvtps_epi32(v[1]);
+    let c = _mm256_cvtps_epi32(v[2]);
+    let d = _mm256_cvtps_epi32(v[3]);
+    let ab = _mm256_packs_epi32(a, b);
+    let cd = _mm256_packs_epi32(c, d);
+    let p = _mm256_packs_epi16(ab, cd);
+    let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(q as *mut __m256i, p);
+}
+
+/// AVX2 twin of `quantize::quantize_block_q8` (bit-identical output).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_block_q8(x: &[f32], q: &mut [i8]) -> f32 {
+    debug_assert!(x.len() == 32 && q.len() == 32);
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let v = [
+        _mm256_loadu_ps(x.as_ptr()),
+        _mm256_loadu_ps(x.as_ptr().add(8)),
+        _mm256_loadu_ps(x.as_ptr().add(16)),
+        _mm256_loadu_ps(x.as_ptr().add(24)),
+    ];
+    let m = _mm256_max_ps(
+        _mm256_max_ps(_mm256_and_ps(v[0], abs_mask), _mm256_and_ps(v[1], abs_mask)),
+        _mm256_max_ps(_mm256_and_ps(v[2], abs_mask), _mm256_and_ps(v[3], abs_mask)),
+    );
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let m1 = _mm_max_ss(m2, _mm_movehdup_ps(m2));
+    let amax = _mm_cvtss_f32(m1);
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let idv = _mm256_set1_ps(id);
+    let r = [
+        round_away(_mm256_mul_ps(v[0], idv)),
+        round_away(_mm256_mul_ps(v[1], idv)),
+        round_away(_mm256_mul_ps(v[2], idv)),
+        round_away(_mm256_mul_ps(v[3], idv)),
+    ];
+    pack32(r, q.as_mut_ptr());
+    d
+}
