@@ -265,3 +265,27 @@ fn activation_quantiser_equals_reference_bytes() {
         }
     }
 }
+
+/// Same for the Q8_K activations of k-quant weights (including negative-max blocks).
+#[test]
+fn q8k_activation_quantiser_equals_reference_bytes() {
+    let mut rng = Rng(5);
+    let mut x = random_x(&mut rng, 2048);
+    x[3] = -50.0; // first block: the largest magnitude is negative
+    x[256..512].fill(0.0);
+    x[600] = 127.0;
+    x[601] = 0.5;
+    x[602] = -0.5;
+    let q = QuantizedVec::new(GgmlType::Q4_K, &x);
+    let mut bytes = vec![0u8; GgmlType::Q8_K.row_bytes(x.len()).unwrap()];
+    quantize_row(GgmlType::Q8_K, &x, &mut bytes).unwrap();
+    for (b, blk) in bytes.chunks_exact(292).enumerate() {
+        let d = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]);
+        assert_eq!(d.to_bits(), q.scales()[b].to_bits(), "block {b} scale");
+        let got: Vec<u8> = q.quants()[256 * b..256 * b + 256]
+            .iter()
+            .map(|&v| v as u8)
+            .collect();
+        assert_eq!(&blk[4..260], &got[..], "block {b}");
+    }
+}

@@ -611,3 +611,53 @@ pub(crate) unsafe fn quantize_block_q8(x: &[f32], q: &mut [i8]) -> f32 {
     pack32(r, q.as_mut_ptr());
     d
 }
+
+/// AVX2 twin of `quantize::quantize_block_q8k` (bit-identical output).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_block_q8k(x: &[f32], q: &mut [i8], bsums: &mut [i16]) -> f32 {
+    assert!(x.len() == QK_K && q.len() == QK_K && bsums.len() == 16);
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let mut m = _mm256_setzero_ps();
+    for k in 0..32 {
+        m = _mm256_max_ps(
+            m,
+            _mm256_and_ps(_mm256_loadu_ps(x.as_ptr().add(8 * k)), abs_mask),
+        );
+    }
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)));
+    if amax == 0.0 {
+        q.fill(0);
+        bsums.fill(0);
+        return 0.0;
+    }
+    // The signed value of the first element reaching the maximum magnitude, as the scalar does.
+    let max = *x.iter().find(|v| v.abs() == amax).unwrap_or(&amax);
+    let iscale = -127.0 / max;
+    let iv = _mm256_set1_ps(iscale);
+    let lim = _mm256_set1_ps(127.0);
+    for c in 0..8 {
+        let p = x.as_ptr().add(32 * c);
+        let r = [
+            _mm256_min_ps(round_away(_mm256_mul_ps(iv, _mm256_loadu_ps(p))), lim),
+            _mm256_min_ps(
+                round_away(_mm256_mul_ps(iv, _mm256_loadu_ps(p.add(8)))),
+                lim,
+            ),
+            _mm256_min_ps(
+                round_away(_mm256_mul_ps(iv, _mm256_loadu_ps(p.add(16)))),
+                lim,
+            ),
+            _mm256_min_ps(
+                round_away(_mm256_mul_ps(iv, _mm256_loadu_ps(p.add(24)))),
+                lim,
+            ),
+        ];
+        pack32(r, q.as_mut_ptr().add(32 * c));
+    }
+    for (s, c) in bsums.iter_mut().zip(q.chunks_exact(16)) {
+        *s = c.iter().map(|&v| v as i16).sum();
+    }
+    1.0 / iscale
+}

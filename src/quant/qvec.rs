@@ -63,6 +63,17 @@ fn quantize_q8_fast(x: &[f32], q: &mut [i8]) -> f32 {
     quantize_block_q8(x, q)
 }
 
+/// The Q8_K super-block quantiser: AVX2 where available (bit-identical to the scalar one).
+#[inline]
+fn quantize_q8k_fast(x: &[f32], q: &mut [i8], bsums: &mut [i16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx2::available() {
+        // SAFETY: the CPU supports the kernel's features; the kernel asserts the lengths.
+        return unsafe { super::avx2::quantize_block_q8k(x, q, bsums) };
+    }
+    quantize_block_q8k(x, q, bsums)
+}
+
 impl QuantizedVec {
     pub fn new(ty: GgmlType, x: &[f32]) -> Self {
         let mut v = QuantizedVec {
@@ -115,7 +126,7 @@ impl QuantizedVec {
             let q = &mut self.qs[b * bl..(b + 1) * bl];
             match kind {
                 ActKind::Q8_K => {
-                    self.d[b] = quantize_block_q8k(xs, q, &mut self.bsums[b * 16..b * 16 + 16]);
+                    self.d[b] = quantize_q8k_fast(xs, q, &mut self.bsums[b * 16..b * 16 + 16]);
                 }
                 _ => {
                     self.d[b] = quantize_q8_fast(xs, q);
