@@ -289,3 +289,32 @@ fn q8k_activation_quantiser_equals_reference_bytes() {
         assert_eq!(&blk[4..260], &got[..], "block {b}");
     }
 }
+
+/// `matvec` called from many rayon tasks at once (nested inside another product's tasks)
+/// gives the same results as serial calls.
+#[test]
+fn matvec_is_reentrant_under_rayon() {
+    use rayon::prelude::*;
+    let mut rng = Rng(8);
+    let (rows, cols) = (1024, 512);
+    let data = random_matrix(&mut rng, GgmlType::Q4_1, rows, cols);
+    let w = QMatrix::new(GgmlType::Q4_1, rows, cols, &data).unwrap();
+    let xs: Vec<Vec<f32>> = (0..16).map(|_| random_x(&mut rng, cols)).collect();
+    let serial: Vec<Vec<f32>> = xs
+        .iter()
+        .map(|x| {
+            let mut y = vec![0.0; rows];
+            matvec(&w, x, &mut y);
+            y
+        })
+        .collect();
+    let parallel: Vec<Vec<f32>> = xs
+        .par_iter()
+        .map(|x| {
+            let mut y = vec![0.0; rows];
+            matvec(&w, x, &mut y);
+            y
+        })
+        .collect();
+    assert_eq!(serial, parallel);
+}

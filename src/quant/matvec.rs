@@ -26,19 +26,20 @@ thread_local! {
 }
 
 /// y = W x. Quantises x once (into a per-thread reused buffer), then as `matvec_q`.
+/// The buffer is taken out of its slot while in use: rayon may run another `matvec` on this
+/// thread while we wait for our tasks, and that one then simply allocates its own.
 pub fn matvec(w: &QMatrix, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), w.cols, "matvec: x length");
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        let qv = match s.as_mut() {
-            Some(v) => {
-                v.set(w.ty, x);
-                v
-            }
-            None => s.insert(QuantizedVec::new(w.ty, x)),
-        };
-        matvec_q(w, qv, y);
-    });
+    let mut qv = match SCRATCH.with(|s| s.borrow_mut().take()) {
+        Some(mut v) => {
+            v.set(w.ty, x);
+            v
+        }
+        None => QuantizedVec::new(w.ty, x),
+    };
+    matvec_q(w, &qv, y);
+    qv.len = 0;
+    SCRATCH.with(|s| *s.borrow_mut() = Some(qv));
 }
 
 /// y = W x with x already prepared for `w.ty`; allocates nothing.
