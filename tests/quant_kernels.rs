@@ -194,18 +194,127 @@ fn matvec_gather_and_matmul_agree() {
             assert_eq!(g[i], y[r as usize], "{t} gather {i}");
         }
 
-        let n = 5;
+        // 9 inputs: two batched groups of four plus one single (float order may differ).
+        let n = 9;
         let xs: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
         let mut ys = vec![0.0f32; n * rows];
         matmul(&w, &xs, &mut ys);
         for b in 0..n {
             let mut yb = vec![0.0f32; rows];
             matvec(&w, &xs[b * cols..(b + 1) * cols], &mut yb);
-            assert_eq!(
-                &ys[b * rows..(b + 1) * rows],
-                &yb[..],
-                "{t} matmul input {b}"
-            );
+            let qb = QuantizedVec::new(t, &xs[b * cols..(b + 1) * cols]);
+            for (r, &want) in yb.iter().enumerate() {
+                let (_, mag) = reference(t, w.row(r), &qb);
+                let got = ys[b * rows + r];
+                assert!(
+                    ((got - want) as f64).abs() <= 1e-5 * mag + 1e-6,
+                    "{t} matmul input {b} row {r}: {got} vs {want}"
+                );
+            }
         }
     }
+}
+
+#[test]
+fn batched_x4_kernels_equal_single_dots() {
+    let mut rng = Rng(31337);
+    for t in WEIGHT_TYPES {
+        for n in lengths(t) {
+            let row = random_row(&mut rng, t, n);
+            let xs: Vec<QuantizedVec> = (0..4)
+                .map(|_| QuantizedVec::new(t, &random_x(&mut rng, n)))
+                .collect();
+            let got = powerinfer::quant::vec_dot_x4(t, &row, [&xs[0], &xs[1], &xs[2], &xs[3]]);
+            for k in 0..4 {
+                let want = scalar::vec_dot(t, &row, &xs[k]) as f64;
+                let (_, mag) = reference(t, &row, &xs[k]);
+                assert!(
+                    (got[k] as f64 - want).abs() <= 1e-5 * mag + 1e-6,
+                    "{t} n={n} input {k}: {} vs {want}",
+                    got[k]
+                );
+            }
+        }
+    }
+}
+
+/// The (SIMD) activation quantiser gives exactly the scalar reference's bytes, ties included.
+#[test]
+fn activation_quantiser_equals_reference_bytes() {
+    let mut rng = Rng(99);
+    let mut x = random_x(&mut rng, 4096);
+    // A block whose scale is exactly 1, so x*id hits .5 ties.
+    x[..32].copy_from_slice(&[
+        127.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 3.49, 0.0, -127.0, 10.5, -10.5, 0.499, 0.501, 63.5,
+        -63.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+        16.0,
+    ]);
+    x[32..64].fill(0.0);
+    for t in [GgmlType::Q8_0, GgmlType::Q4_1] {
+        let q = QuantizedVec::new(t, &x);
+        let mut bytes = vec![0u8; GgmlType::Q8_0.row_bytes(x.len()).unwrap()];
+        quantize_row(GgmlType::Q8_0, &x, &mut bytes).unwrap();
+        for (b, blk) in bytes.chunks_exact(34).enumerate() {
+            let got: Vec<u8> = q.quants()[32 * b..32 * b + 32]
+                .iter()
+                .map(|&v| v as u8)
+                .collect();
+            assert_eq!(&blk[2..], &got[..], "{t} block {b}");
+            let d16 = f16::from_le_bytes([blk[0], blk[1]]);
+            assert_eq!(d16, f16::from_f32(q.scales()[b]), "{t} block {b} scale");
+        }
+    }
+}
+
+/// Same for the Q8_K activations of k-quant weights (including negative-max blocks).
+#[test]
+fn q8k_activation_quantiser_equals_reference_bytes() {
+    let mut rng = Rng(5);
+    let mut x = random_x(&mut rng, 2048);
+    x[3] = -50.0; // first block: the largest magnitude is negative
+    x[256..512].fill(0.0);
+    x[600] = 127.0;
+    x[601] = 0.5;
+    x[602] = -0.5;
+    let q = QuantizedVec::new(GgmlType::Q4_K, &x);
+    let mut bytes = vec![0u8; GgmlType::Q8_K.row_bytes(x.len()).unwrap()];
+    quantize_row(GgmlType::Q8_K, &x, &mut bytes).unwrap();
+    for (b, blk) in bytes.chunks_exact(292).enumerate() {
+        let d = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]);
+        assert_eq!(d.to_bits(), q.scales()[b].to_bits(), "block {b} scale");
+        let got: Vec<u8> = q.quants()[256 * b..256 * b + 256]
+            .iter()
+            .map(|&v| v as u8)
+            .collect();
+        assert_eq!(&blk[4..260], &got[..], "block {b}");
+    }
+}
+
+/// `matvec` called from many rayon tasks at once (nested inside another product's tasks)
+/// gives the same results as serial calls.
+#[test]
+fn matvec_is_reentrant_under_rayon() {
+    use rayon::prelude::*;
+    let mut rng = Rng(8);
+    let (rows, cols) = (1024, 512);
+    let data = random_matrix(&mut rng, GgmlType::Q4_1, rows, cols);
+    let w = QMatrix::new(GgmlType::Q4_1, rows, cols, &data).unwrap();
+    let xs: Vec<Vec<f32>> = (0..16).map(|_| random_x(&mut rng, cols)).collect();
+    let serial: Vec<Vec<f32>> = xs
+        .iter()
+        .map(|x| {
+            let mut y = vec![0.0; rows];
+            matvec(&w, x, &mut y);
+            y
+        })
+        .collect();
+    let parallel: Vec<Vec<f32>> = xs
+        .par_iter()
+        .map(|x| {
+            let mut y = vec![0.0; rows];
+            matvec(&w, x, &mut y);
+            y
+        })
+        .collect();
+    assert_eq!(serial, parallel);
 }

@@ -1,7 +1,7 @@
 //! Matrix-vector and matrix-matrix products over quantised weights, parallel over row chunks.
 
 use super::qvec::QuantizedVec;
-use super::{vec_dot, QMatrix};
+use super::{vec_dot, vec_dot_x4, QMatrix};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -26,19 +26,20 @@ thread_local! {
 }
 
 /// y = W x. Quantises x once (into a per-thread reused buffer), then as `matvec_q`.
+/// The buffer is taken out of its slot while in use: rayon may run another `matvec` on this
+/// thread while we wait for our tasks, and that one then simply allocates its own.
 pub fn matvec(w: &QMatrix, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), w.cols, "matvec: x length");
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        let qv = match s.as_mut() {
-            Some(v) => {
-                v.set(w.ty, x);
-                v
-            }
-            None => s.insert(QuantizedVec::new(w.ty, x)),
-        };
-        matvec_q(w, qv, y);
-    });
+    let mut qv = match SCRATCH.with(|s| s.borrow_mut().take()) {
+        Some(mut v) => {
+            v.set(w.ty, x);
+            v
+        }
+        None => QuantizedVec::new(w.ty, x),
+    };
+    matvec_q(w, &qv, y);
+    qv.len = 0;
+    SCRATCH.with(|s| *s.borrow_mut() = Some(qv));
 }
 
 /// y = W x with x already prepared for `w.ty`; allocates nothing.
@@ -86,9 +87,11 @@ pub fn gather_matvec(w: &QMatrix, rows: &[u32], x: &QuantizedVec, y: &mut [f32])
     }
 }
 
-/// Rows of weights processed together against every input: small enough to stay in L1/L2
-/// while all inputs stream past, so each weight row is loaded from memory once per call.
+/// Rows of weights processed together against every input: at most this many, and at most
+/// `MATMUL_TILE_BYTES` of weights, so the tile stays in L1 while all inputs stream past and
+/// each weight row is loaded from memory once per call.
 const MATMUL_ROW_TILE: usize = 16;
+const MATMUL_TILE_BYTES: usize = 16 * 1024;
 
 /// Prefill product: `xs` is n×cols row-major, `ys` becomes n×rows (`ys[b*rows + r]`).
 pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
@@ -112,11 +115,22 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
     // Computed transposed (rows × n) so parallel tasks own disjoint output, then transposed back.
     let mut yt = vec![0.0f32; w.rows * n];
     let rb = w.row_bytes();
+    let tile = (MATMUL_TILE_BYTES / rb.max(1)).clamp(1, MATMUL_ROW_TILE);
     let run = |r0: usize, out: &mut [f32]| {
         let nr = out.len() / n;
-        for t0 in (0..nr).step_by(MATMUL_ROW_TILE) {
-            let t1 = (t0 + MATMUL_ROW_TILE).min(nr);
-            for (b, x) in qx.iter().enumerate() {
+        for t0 in (0..nr).step_by(tile) {
+            let t1 = (t0 + tile).min(nr);
+            let mut b = 0;
+            while b + 4 <= n {
+                let xs = [&qx[b], &qx[b + 1], &qx[b + 2], &qx[b + 3]];
+                for t in t0..t1 {
+                    let r = r0 + t;
+                    let v = vec_dot_x4(w.ty, &w.data[r * rb..(r + 1) * rb], xs);
+                    out[t * n + b..t * n + b + 4].copy_from_slice(&v);
+                }
+                b += 4;
+            }
+            for (b, x) in qx.iter().enumerate().skip(b) {
                 for t in t0..t1 {
                     let r = r0 + t;
                     out[t * n + b] = vec_dot(w.ty, &w.data[r * rb..(r + 1) * rb], x);

@@ -44,3 +44,21 @@ pub fn vec_dot(ty: GgmlType, row: &[u8], x: &QuantizedVec) -> f32 {
     }
     scalar::vec_dot(ty, row, x)
 }
+
+/// Dots of one weight row with four prepared activations (prefill): where a batched kernel
+/// exists each weight block is unpacked once for all four; otherwise four `vec_dot`s.
+#[inline]
+pub fn vec_dot_x4(ty: GgmlType, row: &[u8], xs: [&QuantizedVec; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        for x in xs {
+            scalar::check_dot_args(ty, row, x);
+        }
+        if xs.iter().all(|x| x.len() == xs[0].len()) {
+            if let Some(v) = avx2::vec_dot_x4(ty, row, xs) {
+                return v;
+            }
+        }
+    }
+    xs.map(|x| vec_dot(ty, row, x))
+}

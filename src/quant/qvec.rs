@@ -51,6 +51,29 @@ pub struct QuantizedVec {
     pub(crate) bsums: Vec<i16>,
 }
 
+/// The Q8_0/Q8_1 block quantiser: AVX2 where available (bit-identical to the scalar one).
+#[inline]
+fn quantize_q8_fast(x: &[f32], q: &mut [i8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx2::available() {
+        assert!(x.len() == 32 && q.len() == 32);
+        // SAFETY: the CPU supports the kernel's features; lengths checked above.
+        return unsafe { super::avx2::quantize_block_q8(x, q) };
+    }
+    quantize_block_q8(x, q)
+}
+
+/// The Q8_K super-block quantiser: AVX2 where available (bit-identical to the scalar one).
+#[inline]
+fn quantize_q8k_fast(x: &[f32], q: &mut [i8], bsums: &mut [i16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx2::available() {
+        // SAFETY: the CPU supports the kernel's features; the kernel asserts the lengths.
+        return unsafe { super::avx2::quantize_block_q8k(x, q, bsums) };
+    }
+    quantize_block_q8k(x, q, bsums)
+}
+
 impl QuantizedVec {
     pub fn new(ty: GgmlType, x: &[f32]) -> Self {
         let mut v = QuantizedVec {
@@ -103,10 +126,10 @@ impl QuantizedVec {
             let q = &mut self.qs[b * bl..(b + 1) * bl];
             match kind {
                 ActKind::Q8_K => {
-                    self.d[b] = quantize_block_q8k(xs, q, &mut self.bsums[b * 16..b * 16 + 16]);
+                    self.d[b] = quantize_q8k_fast(xs, q, &mut self.bsums[b * 16..b * 16 + 16]);
                 }
                 _ => {
-                    self.d[b] = quantize_block_q8(xs, q);
+                    self.d[b] = quantize_q8_fast(xs, q);
                     if kind == ActKind::Q8_1 {
                         let sum: i32 = q.iter().map(|&v| v as i32).sum();
                         self.s[b] = sum as f32 * self.d[b];
@@ -127,6 +150,16 @@ impl QuantizedVec {
 
     pub fn kind(&self) -> ActKind {
         self.kind
+    }
+
+    /// The 8-bit values (zero-padded to whole blocks; empty for float weights).
+    pub fn quants(&self) -> &[i8] {
+        &self.qs
+    }
+
+    /// The per-block scales (empty for float weights).
+    pub fn scales(&self) -> &[f32] {
+        &self.d
     }
 
     /// The values the kernels actually multiply with (after 8-bit rounding), for tests and
