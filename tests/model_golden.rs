@@ -13,8 +13,10 @@ use powerinfer::backend::CpuBackend;
 use powerinfer::generate::{Engine, FinishReason, GenOptions, Generator, Sampler, SamplerConfig};
 
 /// Largest gap between our top logit and llama.cpp's chosen token that we accept as a
-/// near-tie. The independent f32 reference shows gaps up to 0.23 against llama.cpp.
-const NEAR_TIE: f32 = 0.3;
+/// near-tie. Two measured sources add up: the independent f32 reference already differs from
+/// llama.cpp by up to 0.23 logit on these texts, and 8-bit activations move our logits from
+/// f32 by up to ~0.6 (tests/model_reference.rs). Observed worst case here: 0.52 (gemma3).
+const NEAR_TIE: f32 = 0.75;
 
 #[derive(serde::Deserialize)]
 struct Golden {

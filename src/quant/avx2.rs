@@ -1,106 +1,591 @@
-//! AVX2+FMA+F16C dot kernels (x86_64). Each mirrors its twin in `scalar` exactly in the integer
-//! parts; only the order of float accumulation differs. Selected at run time by `vec_dot`.
+//! AVX2 + FMA (+ F16C) dot kernels for x86_64, the twins of [`super::scalar`].
+//!
+//! Integer products use `maddubs` (unsigned weights × signed activations) as ggml does; per
+//! block results are scaled in f32 and accumulated with FMA. Each public wrapper checks the
+//! lengths its unsafe body relies on, and is only handed out after the CPU features have been
+//! detected (see [`kernel`]).
 
-#![allow(clippy::missing_safety_doc)]
-// Index loops mirror the block bit layouts, which read clearer than zipped iterators.
-#![allow(clippy::needless_range_loop)]
-
-use super::qvec::QuantizedVec;
-use super::{GgmlType, QK_K};
 use std::arch::x86_64::*;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
 
-static STATE: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 no, 2 yes
+use super::layout::*;
+use super::{DotKernel, GgmlType};
 
-/// Whether this CPU has AVX2, FMA and F16C (detected once, then cached).
-#[inline]
+/// Whether this CPU has AVX2, FMA and F16C (detected once).
 pub fn available() -> bool {
-    match STATE.load(Ordering::Relaxed) {
-        2 => true,
-        1 => false,
-        _ => {
-            let ok = is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c");
-            STATE.store(if ok { 2 } else { 1 }, Ordering::Relaxed);
-            ok
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    })
+}
+
+/// Whether the CPU also has AVX-512 VNNI with VL (256-bit `vpdpbusd`), detected once.
+pub fn has_vnni() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        available()
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
+    })
+}
+
+/// The best kernel of this module for weights of type `ty`, if the CPU supports one.
+pub fn kernel(ty: GgmlType) -> Option<DotKernel> {
+    kernel_with(ty, has_vnni())
+}
+
+/// The AVX2 kernel for `ty`, using VNNI where `vnni` (`None` if that is unsupported here).
+pub fn kernel_with(ty: GgmlType, vnni: bool) -> Option<DotKernel> {
+    use DotKernel::*;
+    use GgmlType::*;
+    if !available() || (vnni && !has_vnni()) {
+        return None;
+    }
+    macro_rules! pick {
+        ($f:ident) => {
+            if vnni {
+                $f::<true>
+            } else {
+                $f::<false>
+            }
+        };
+    }
+    Some(match ty {
+        F32 => F(dot_f32),
+        F16 => F(dot_f16),
+        Q4_0 => Q(pick!(dot_q4_0_q8_0)),
+        Q4_1 => Q(pick!(dot_q4_1_q8_1)),
+        Q5_0 => Q(pick!(dot_q5_0_q8_0)),
+        Q5_1 => Q(pick!(dot_q5_1_q8_1)),
+        Q8_0 => Q(pick!(dot_q8_0_q8_0)),
+        Q4_K => Q(dot_q4_k_q8_k),
+        Q5_K => Q(dot_q5_k_q8_k),
+        Q6_K => Q(dot_q6_k_q8_k),
+        _ => return None,
+    })
+}
+
+/// A kernel that dots one weight row with four activation rows at once (prefill): the
+/// weight block is unpacked once and reused, and the four accumulators run independently.
+pub type Dot4 = fn(&[u8], [&[u8]; 4], &mut [f32; 4]);
+
+/// The best four-input kernel for weights of type `ty`, where one exists and the CPU
+/// supports it.
+pub fn kernel4(ty: GgmlType) -> Option<Dot4> {
+    kernel4_with(ty, has_vnni())
+}
+
+/// The four-input kernel for `ty`, using VNNI where `vnni` (`None` if unsupported here).
+pub fn kernel4_with(ty: GgmlType, vnni: bool) -> Option<Dot4> {
+    if !available() || (vnni && !has_vnni()) {
+        return None;
+    }
+    let v = |a: Dot4, b: Dot4| Some(if vnni { b } else { a });
+    match ty {
+        GgmlType::Q4_1 => v(dot4_q4_1_q8_1::<false>, dot4_q4_1_q8_1::<true>),
+        GgmlType::Q8_0 => v(dot4_q8_0_q8_0::<false>, dot4_q8_0_q8_0::<true>),
+        GgmlType::Q5_0 => v(dot4_q5_0_q8_0::<false>, dot4_q5_0_q8_0::<true>),
+        GgmlType::Q4_K => Some(dot4_q4_k_q8_k),
+        GgmlType::Q6_K => Some(dot4_q6_k_q8_k),
+        _ => None,
+    }
+}
+
+/// A wrapper generic over VNNI: `V = false` runs the AVX2 body, `V = true` the same body
+/// compiled with AVX-512 VNNI (+VL) enabled.
+macro_rules! safe_wrapper_v {
+    ($name:ident, $body:ident, $wbb:expr, $xbb:expr) => {
+        fn $name<const V: bool>(w: &[u8], x: &[u8]) -> f32 {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn plain(w: *const u8, x: *const u8, nb: usize) -> f32 {
+                $body::<false>(w, x, nb)
+            }
+            #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+            unsafe fn vnni(w: *const u8, x: *const u8, nb: usize) -> f32 {
+                $body::<true>(w, x, nb)
+            }
+            let nb = blocks(w, $wbb, x.len(), $xbb);
+            // SAFETY: handed out by `kernel_with` only when the features are present; lengths
+            // checked.
+            unsafe {
+                if V {
+                    vnni(w.as_ptr(), x.as_ptr(), nb)
+                } else {
+                    plain(w.as_ptr(), x.as_ptr(), nb)
+                }
+            }
+        }
+    };
+}
+
+macro_rules! safe_wrapper4_v {
+    ($name:ident, $body:ident, $wbb:expr, $xbb:expr) => {
+        fn $name<const V: bool>(w: &[u8], x: [&[u8]; 4], out: &mut [f32; 4]) {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn plain(w: *const u8, x: [*const u8; 4], nb: usize, out: &mut [f32; 4]) {
+                $body::<false>(w, x, nb, out)
+            }
+            #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+            unsafe fn vnni(w: *const u8, x: [*const u8; 4], nb: usize, out: &mut [f32; 4]) {
+                $body::<true>(w, x, nb, out)
+            }
+            let nb = w.len() / $wbb;
+            for x in x {
+                assert!(
+                    x.len() >= nb * $xbb,
+                    "activation row shorter than weight row"
+                );
+            }
+            let xp = x.map(|x| x.as_ptr());
+            // SAFETY: handed out by `kernel4_with` only when the features are present; lengths
+            // checked.
+            unsafe {
+                if V {
+                    vnni(w.as_ptr(), xp, nb, out)
+                } else {
+                    plain(w.as_ptr(), xp, nb, out)
+                }
+            }
+        }
+    };
+}
+
+macro_rules! safe_wrapper4 {
+    ($name:ident, $inner:ident, $wbb:expr, $xbb:expr) => {
+        fn $name(w: &[u8], x: [&[u8]; 4], out: &mut [f32; 4]) {
+            let nb = w.len() / $wbb;
+            for x in x {
+                assert!(
+                    x.len() >= nb * $xbb,
+                    "activation row shorter than weight row"
+                );
+            }
+            let xp = x.map(|x| x.as_ptr());
+            // SAFETY: handed out by `kernel4` only when the features are present; lengths checked.
+            unsafe { $inner(w.as_ptr(), xp, nb, out) }
+        }
+    };
+}
+
+safe_wrapper4_v!(dot4_q4_1_q8_1, q4_1_q8_1_x4, 20, 36);
+safe_wrapper4_v!(dot4_q8_0_q8_0, q8_0_q8_0_x4, 34, 34);
+safe_wrapper4_v!(dot4_q5_0_q8_0, q5_0_q8_0_x4, 22, 34);
+safe_wrapper4!(dot4_q4_k_q8_k, q4_k_q8_k_x4, 144, 292);
+safe_wrapper4!(dot4_q6_k_q8_k, q6_k_q8_k_x4, 210, 292);
+
+/// Signed 32-code weight blocks against four Q8_0 rows; `codes(wb)` decodes one block.
+#[inline(always)]
+unsafe fn signed32_x4<const V: bool>(
+    w: *const u8,
+    wbb: usize,
+    x: [*const u8; 4],
+    nb: usize,
+    out: &mut [f32; 4],
+    codes: impl Fn(*const u8) -> __m256i,
+) {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for i in 0..nb {
+        let wb = w.add(wbb * i);
+        let dw = f16p(wb);
+        let qw = codes(wb);
+        // |w| and the sign to move onto x, computed once for the four inputs.
+        let aw = _mm256_sign_epi8(qw, qw);
+        for k in 0..4 {
+            let xb = x[k].add(34 * i);
+            let d = _mm256_set1_ps(dw * f16p(xb));
+            let qx = _mm256_loadu_si256(xb.add(2) as *const __m256i);
+            acc[k] = _mm256_fmadd_ps(d, mul_us8_ps::<V>(aw, _mm256_sign_epi8(qx, qw)), acc[k]);
         }
     }
-}
-
-/// The fast kernel for `ty`, if there is one. Caller has checked lengths and `available()`.
-#[inline]
-pub(crate) fn vec_dot(ty: GgmlType, row: &[u8], x: &QuantizedVec) -> Option<f32> {
-    let nb = x.len / ty.block_len();
-    // SAFETY: `available()` was checked by the caller; lengths were checked against `nb` blocks.
-    unsafe {
-        Some(match ty {
-            GgmlType::F32 => dot_f32(row.as_ptr(), x.f.as_ptr(), x.len),
-            GgmlType::F16 => dot_f16(row.as_ptr(), x.f.as_ptr(), x.len),
-            GgmlType::Q4_0 => dot_q4_0(row.as_ptr(), x, nb),
-            GgmlType::Q4_1 => dot_q4_1(row.as_ptr(), x, nb),
-            GgmlType::Q5_0 => dot_q5_0(row.as_ptr(), x, nb),
-            GgmlType::Q8_0 => dot_q8_0(row.as_ptr(), x, nb),
-            GgmlType::Q4_K => dot_q4_k(row.as_ptr(), x, nb),
-            GgmlType::Q6_K => dot_q6_k(row.as_ptr(), x, nb),
-            _ => return None,
-        })
+    for k in 0..4 {
+        out[k] = hsum_ps(acc[k]);
     }
 }
 
 #[inline(always)]
-unsafe fn f16_to_f32(p: *const u8) -> f32 {
-    let bits = (p as *const u16).read_unaligned();
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+unsafe fn q5_0_q8_0_x4<const V: bool>(
+    w: *const u8,
+    x: [*const u8; 4],
+    nb: usize,
+    out: &mut [f32; 4],
+) {
+    signed32_x4::<V>(w, 22, x, nb, out, |wb| {
+        _mm256_sub_epi8(q5_codes(wb.add(2), wb.add(6)), _mm256_set1_epi8(16))
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_q8_k_x4(w: *const u8, x: [*const u8; 4], nb: usize, out: &mut [f32; 4]) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut mins = [0.0f32; 4];
+    for i in 0..nb {
+        let wb = w.add(144 * i);
+        let (dw, dminw) = (f16p(wb.add(Q4K_D)), f16p(wb.add(Q4K_DMIN)));
+        let (sc, m) = k4_scales_mins(std::slice::from_raw_parts(wb.add(Q4K_SCALES), 12));
+        let scv = sc.map(|s| _mm256_set1_epi16(s as i16));
+        let codes = [0, 1, 2, 3].map(|j| {
+            let q = _mm256_loadu_si256(wb.add(Q4K_QS + 32 * j) as *const __m256i);
+            (
+                _mm256_and_si256(q, m4),
+                _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+            )
+        });
+        for k in 0..4 {
+            let xb = x[k].add(292 * i);
+            let dx = f32p(xb);
+            mins[k] += dx * dminw * k4_min_sum(&m, xb) as f32;
+            let xq = xb.add(Q8K_QS);
+            let mut sumi = _mm256_setzero_si256();
+            for (j, (lo, hi)) in codes.iter().enumerate() {
+                let xl = _mm256_loadu_si256(xq.add(64 * j) as *const __m256i);
+                let xh = _mm256_loadu_si256(xq.add(64 * j + 32) as *const __m256i);
+                let pl = _mm256_madd_epi16(scv[2 * j], _mm256_maddubs_epi16(*lo, xl));
+                let ph = _mm256_madd_epi16(scv[2 * j + 1], _mm256_maddubs_epi16(*hi, xh));
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+            }
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dw), _mm256_cvtepi32_ps(sumi), acc[k]);
+        }
+    }
+    for k in 0..4 {
+        out[k] = hsum_ps(acc[k]) - mins[k];
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_q8_k_x4(w: *const u8, x: [*const u8; 4], nb: usize, out: &mut [f32; 4]) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m2 = _mm256_set1_epi8(3);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for i in 0..nb {
+        let wb = w.add(210 * i);
+        let dw = f16p(wb.add(Q6K_D));
+        let sc = wb.add(Q6K_SCALES) as *const i8;
+        // Unsigned codes 0..=63 in element order (chunks of 32), and each chunk's two scales.
+        let mut codes = [_mm256_setzero_si256(); 8];
+        for n in 0..2 {
+            let ql = wb.add(Q6K_QL + 64 * n);
+            let qh = _mm256_loadu_si256(wb.add(Q6K_QH + 32 * n) as *const __m256i);
+            let b1 = _mm256_loadu_si256(ql as *const __m256i);
+            let b2 = _mm256_loadu_si256(ql.add(32) as *const __m256i);
+            let h = |s: i32| {
+                let t = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(s));
+                _mm256_slli_epi16(_mm256_and_si256(t, m2), 4)
+            };
+            codes[4 * n] = _mm256_or_si256(_mm256_and_si256(b1, m4), h(0));
+            codes[4 * n + 1] = _mm256_or_si256(_mm256_and_si256(b2, m4), h(2));
+            codes[4 * n + 2] =
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m4), h(4));
+            codes[4 * n + 3] =
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b2, 4), m4), h(6));
+        }
+        let scv: [__m256i; 8] = std::array::from_fn(|c| {
+            _mm256_set_m128i(
+                _mm_set1_epi16(*sc.add(2 * c + 1) as i16),
+                _mm_set1_epi16(*sc.add(2 * c) as i16),
+            )
+        });
+        // The -32 offset via the activation sums: 32 · Σ_g sc[g] · bsum[g].
+        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(sc as *const __m128i));
+        for k in 0..4 {
+            let xb = x[k].add(292 * i);
+            let xq = xb.add(Q8K_QS);
+            let bs = _mm256_loadu_si256(xb.add(Q8K_BSUMS) as *const __m256i);
+            let mut sumi = _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5);
+            sumi = _mm256_sub_epi32(_mm256_setzero_si256(), sumi);
+            for c in 0..8 {
+                let xv = _mm256_loadu_si256(xq.add(32 * c) as *const __m256i);
+                let p = _mm256_madd_epi16(scv[c], _mm256_maddubs_epi16(codes[c], xv));
+                sumi = _mm256_add_epi32(sumi, p);
+            }
+            let d = _mm256_set1_ps(f32p(xb) * dw);
+            acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[k]);
+        }
+    }
+    for k in 0..4 {
+        out[k] = hsum_ps(acc[k]);
+    }
 }
 
 #[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
+unsafe fn q4_1_q8_1_x4<const V: bool>(
+    w: *const u8,
+    x: [*const u8; 4],
+    nb: usize,
+    out: &mut [f32; 4],
+) {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut offs = [_mm_setzero_ps(); 4];
+    for i in 0..nb {
+        let wb = w.add(20 * i);
+        let wdm = f16x2(wb);
+        let qw = nibbles(wb.add(4));
+        for k in 0..4 {
+            let xb = x[k].add(36 * i);
+            let ds = _mm_mul_ps(wdm, f16x2(xb));
+            offs[k] = _mm_add_ps(offs[k], ds);
+            let qx = _mm256_loadu_si256(xb.add(4) as *const __m256i);
+            acc[k] = _mm256_fmadd_ps(_mm256_broadcastss_ps(ds), mul_us8_ps::<V>(qw, qx), acc[k]);
+        }
+    }
+    for k in 0..4 {
+        out[k] = hsum_ps(acc[k]) + _mm_cvtss_f32(_mm_movehdup_ps(offs[k]));
+    }
+}
+
+#[inline(always)]
+unsafe fn q8_0_q8_0_x4<const V: bool>(
+    w: *const u8,
+    x: [*const u8; 4],
+    nb: usize,
+    out: &mut [f32; 4],
+) {
+    signed32_x4::<V>(w, 34, x, nb, out, |wb| {
+        _mm256_loadu_si256(wb.add(2) as *const __m256i)
+    })
+}
+
+/// Quantises one block of f32 into its bytes.
+pub type BlockQuantizer = fn(&[f32], &mut [u8]);
+
+/// AVX2 block quantiser for an activation format, producing the same bytes as the scalar one.
+pub fn quantizer(act: GgmlType) -> Option<BlockQuantizer> {
+    if !available() {
+        return None;
+    }
+    match act {
+        GgmlType::Q8_0 => Some(quantize_q8_0),
+        GgmlType::Q8_1 => Some(quantize_q8_1),
+        GgmlType::Q8_K => Some(quantize_q8_k),
+        _ => None,
+    }
+}
+
+fn quantize_q8_0(x: &[f32], b: &mut [u8]) {
+    assert!(x.len() >= 32 && b.len() >= 34);
+    // SAFETY: features detected by `quantizer`; lengths checked.
+    unsafe {
+        let (d, _) = q8_32(x.as_ptr(), b.as_mut_ptr().add(2));
+        b[0..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+    }
+}
+
+fn quantize_q8_1(x: &[f32], b: &mut [u8]) {
+    assert!(x.len() >= 32 && b.len() >= 36);
+    // SAFETY: as above.
+    unsafe {
+        let (d, sum) = q8_32(x.as_ptr(), b.as_mut_ptr().add(4));
+        b[0..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        b[2..4].copy_from_slice(&half::f16::from_f32(sum as f32 * d).to_le_bytes());
+    }
+}
+
+fn quantize_q8_k(x: &[f32], b: &mut [u8]) {
+    assert!(x.len() >= 256 && b.len() >= 292);
+    // SAFETY: as above.
+    unsafe { q8_k(x.as_ptr(), b) }
+}
+
+/// Round half away from zero, exactly as `f32::round` (what ggml's reference quantiser uses).
+#[inline(always)]
+unsafe fn round_away(v: __m256) -> __m256 {
+    let sign = _mm256_and_ps(v, _mm256_set1_ps(-0.0));
+    let a = _mm256_andnot_ps(_mm256_set1_ps(-0.0), v);
+    let t = _mm256_round_ps(a, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    let up = _mm256_cmp_ps(_mm256_sub_ps(a, t), _mm256_set1_ps(0.5), _CMP_GE_OQ);
+    let r = _mm256_add_ps(t, _mm256_and_ps(up, _mm256_set1_ps(1.0)));
+    _mm256_or_ps(r, sign)
+}
+
+/// i32 lanes of four vectors -> 32 i8 in element order.
+#[inline(always)]
+unsafe fn pack_i8(v: [__m256i; 4]) -> __m256i {
+    let a = _mm256_packs_epi32(v[0], v[1]);
+    let b = _mm256_packs_epi32(v[2], v[3]);
+    let p = _mm256_packs_epi16(a, b);
+    // The packs work per 128-bit lane; restore element order.
+    _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+}
+
+/// Q8_0-style block of 32: writes the codes to `q`, returns (d, sum of codes).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_32(x: *const f32, q: *mut u8) -> (f32, i32) {
+    let v = [0, 8, 16, 24].map(|o| _mm256_loadu_ps(x.add(o)));
+    let abs = |v: __m256| _mm256_andnot_ps(_mm256_set1_ps(-0.0), v);
+    let m = _mm256_max_ps(
+        _mm256_max_ps(abs(v[0]), abs(v[1])),
+        _mm256_max_ps(abs(v[2]), abs(v[3])),
+    );
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+    let d = amax / 127.0;
+    let id = _mm256_set1_ps(if d == 0.0 { 0.0 } else { 1.0 / d });
+    let i = v.map(|v| _mm256_cvtps_epi32(round_away(_mm256_mul_ps(v, id))));
+    let s = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+    let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    let s4 = _mm_hadd_epi32(s4, s4);
+    let sum = _mm_cvtsi128_si32(_mm_hadd_epi32(s4, s4));
+    _mm256_storeu_si256(q as *mut __m256i, pack_i8(i));
+    (d, sum)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_k(x: *const f32, b: &mut [u8]) {
+    let xs = std::slice::from_raw_parts(x, 256);
+    let abs = |v: __m256| _mm256_andnot_ps(_mm256_set1_ps(-0.0), v);
+    let mut m = _mm256_setzero_ps();
+    for o in (0..256).step_by(8) {
+        m = _mm256_max_ps(m, abs(_mm256_loadu_ps(x.add(o))));
+    }
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+    if amax == 0.0 {
+        b[..292].fill(0);
+        return;
+    }
+    // The signed value of largest magnitude, first on ties (as the scalar quantiser).
+    let max = *xs.iter().find(|v| v.abs() == amax).unwrap_or(&amax);
+    let iscale = -127.0 / max;
+    let is = _mm256_set1_ps(iscale);
+    let hi = _mm256_set1_epi32(127);
+    for g in 0..8 {
+        let i = [0, 8, 16, 24].map(|o| {
+            let v = _mm256_mul_ps(is, _mm256_loadu_ps(x.add(32 * g + o)));
+            // Nearest, ties to even, as the scalar `round_ties_even`.
+            let r = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            _mm256_min_epi32(_mm256_cvtps_epi32(r), hi)
+        });
+        for h in 0..2 {
+            let s = _mm256_add_epi32(i[2 * h], i[2 * h + 1]);
+            let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            let s4 = _mm_hadd_epi32(s4, s4);
+            let sum = _mm_cvtsi128_si32(_mm_hadd_epi32(s4, s4)) as i16;
+            let off = Q8K_BSUMS + 2 * (2 * g + h);
+            b[off..off + 2].copy_from_slice(&sum.to_le_bytes());
+        }
+        _mm256_storeu_si256(
+            b.as_mut_ptr().add(Q8K_QS + 32 * g) as *mut __m256i,
+            pack_i8(i),
+        );
+    }
+    b[0..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+}
+
+/// Number of weight blocks in `w`, after checking `x` holds at least as many activation blocks.
+#[inline(always)]
+fn blocks(w: &[u8], wbb: usize, x_len: usize, xbb: usize) -> usize {
+    let nb = w.len() / wbb;
+    assert!(x_len >= nb * xbb, "activation row shorter than weight row");
+    nb
+}
+
+macro_rules! safe_wrapper {
+    ($name:ident, $inner:ident, $wbb:expr, $xbb:expr) => {
+        fn $name(w: &[u8], x: &[u8]) -> f32 {
+            let nb = blocks(w, $wbb, x.len(), $xbb);
+            // SAFETY: handed out by `kernel` only when the features are present; lengths checked.
+            unsafe { $inner(w.as_ptr(), x.as_ptr(), nb) }
+        }
+    };
+}
+
+safe_wrapper_v!(dot_q4_0_q8_0, q4_0_q8_0, 18, 34);
+safe_wrapper_v!(dot_q4_1_q8_1, q4_1_q8_1, 20, 36);
+safe_wrapper_v!(dot_q5_0_q8_0, q5_0_q8_0, 22, 34);
+safe_wrapper_v!(dot_q5_1_q8_1, q5_1_q8_1, 24, 36);
+safe_wrapper_v!(dot_q8_0_q8_0, q8_0_q8_0, 34, 34);
+safe_wrapper!(dot_q4_k_q8_k, q4_k_q8_k, 144, 292);
+safe_wrapper!(dot_q5_k_q8_k, q5_k_q8_k, 176, 292);
+safe_wrapper!(dot_q6_k_q8_k, q6_k_q8_k, 210, 292);
+
+fn dot_f32(w: &[u8], x: &[f32]) -> f32 {
+    let n = w.len() / 4;
+    assert!(x.len() >= n);
+    // SAFETY: as above.
+    unsafe { f32_f32(w.as_ptr(), x.as_ptr(), n) }
+}
+
+fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+    let n = w.len() / 2;
+    assert!(x.len() >= n);
+    // SAFETY: as above.
+    unsafe { f16_f32(w.as_ptr(), x.as_ptr(), n) }
+}
+
+/// One f16 via F16C (the `half` crate's conversion is a call per value in these loops).
+#[inline(always)]
+unsafe fn f16p(p: *const u8) -> f32 {
+    let bits = (p as *const u16).read_unaligned() as i32;
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
+}
+
+/// Two consecutive f16 (a block's d and m, or d and s) as lanes 0 and 1.
+#[inline(always)]
+unsafe fn f16x2(p: *const u8) -> __m128 {
+    let bits = (p as *const i32).read_unaligned();
+    _mm_cvtph_ps(_mm_cvtsi32_si128(bits))
+}
+
+#[inline(always)]
+unsafe fn f32p(p: *const u8) -> f32 {
+    (p as *const f32).read_unaligned()
+}
+
+#[inline(always)]
+unsafe fn hsum_ps(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
 }
 
-/// Sum of adjacent products of unsigned bytes `u` and signed bytes `s`, as 8 f32 lanes.
+/// 16 bytes of packed nibbles -> 32 bytes: low nibbles first, then high nibbles (ggml order).
 #[inline(always)]
-unsafe fn mul_sum_us8(u: __m256i, s: __m256i) -> __m256 {
-    let p16 = _mm256_maddubs_epi16(u, s);
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
-}
-
-/// Same for two signed byte vectors (moves the sign of `a` onto `b`).
-#[inline(always)]
-unsafe fn mul_sum_i8(a: __m256i, b: __m256i) -> __m256 {
-    mul_sum_us8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a))
-}
-
-/// 16 packed nibble bytes -> 32 bytes: low nibbles (elements 0..16), then high (16..32).
-#[inline(always)]
-unsafe fn nibbles32(p: *const u8) -> __m256i {
+unsafe fn nibbles(p: *const u8) -> __m256i {
     let t = _mm_loadu_si128(p as *const __m128i);
-    let lo = _mm_and_si128(t, _mm_set1_epi8(0xF));
-    let hi = _mm_and_si128(_mm_srli_epi16(t, 4), _mm_set1_epi8(0xF));
-    _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1)
+    let b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    _mm256_and_si256(b, _mm256_set1_epi8(0x0F))
 }
 
 /// 32 bits -> 32 bytes, 0xFF where the bit is set.
 #[inline(always)]
-unsafe fn bytes_from_bits(bits: u32) -> __m256i {
-    let t = _mm256_set1_epi32(bits as i32);
-    let shuf = _mm256_setr_epi64x(
-        0,
-        0x0101010101010101,
-        0x0202020202020202,
+unsafe fn bits_to_bytes(p: *const u8) -> __m256i {
+    let v = (p as *const u32).read_unaligned();
+    let shuf = _mm256_set_epi64x(
         0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0x0000000000000000,
     );
-    let b = _mm256_shuffle_epi8(t, shuf);
-    let b = _mm256_or_si256(b, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
-    _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1))
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(v as i32), shuf);
+    let mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+    _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1))
+}
+
+/// Unsigned bytes × signed bytes, summed in groups of four, as 8 f32. With `V` (AVX-512
+/// VNNI) one `vpdpbusd` replaces `maddubs` + `madd`.
+#[inline(always)]
+unsafe fn mul_us8_ps<const V: bool>(u: __m256i, s: __m256i) -> __m256 {
+    if V {
+        _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s))
+    } else {
+        let p = _mm256_maddubs_epi16(u, s);
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+    }
+}
+
+/// Signed bytes × signed bytes (neither -128), summed in groups of four, as 8 f32.
+#[inline(always)]
+unsafe fn mul_s8_ps<const V: bool>(a: __m256i, b: __m256i) -> __m256 {
+    mul_us8_ps::<V>(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_f32(w: *const u8, x: *const f32, n: usize) -> f32 {
+unsafe fn f32_f32(w: *const u8, x: *const f32, n: usize) -> f32 {
     let w = w as *const f32;
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut i = 0;
@@ -116,7 +601,7 @@ unsafe fn dot_f32(w: *const u8, x: *const f32, n: usize) -> f32 {
         i += 8;
     }
     let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut sum = hsum(s);
+    let mut sum = hsum_ps(s);
     while i < n {
         sum += w.add(i).read_unaligned() * *x.add(i);
         i += 1;
@@ -125,539 +610,260 @@ unsafe fn dot_f32(w: *const u8, x: *const f32, n: usize) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_f16(w: *const u8, x: *const f32, n: usize) -> f32 {
-    let mut acc = [_mm256_setzero_ps(); 2];
+unsafe fn f16_f32(w: *const u8, x: *const f32, n: usize) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let ld = |o: usize| _mm256_cvtph_ps(_mm_loadu_si128(w.add(2 * o) as *const __m128i));
     let mut i = 0;
-    while i + 16 <= n {
+    while i + 32 <= n {
         for (k, a) in acc.iter_mut().enumerate() {
             let o = i + 8 * k;
-            let wv = _mm256_cvtph_ps(_mm_loadu_si128(w.add(2 * o) as *const __m128i));
-            *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.add(o)), *a);
+            *a = _mm256_fmadd_ps(ld(o), _mm256_loadu_ps(x.add(o)), *a);
         }
-        i += 16;
+        i += 32;
     }
-    let mut sum = hsum(_mm256_add_ps(acc[0], acc[1]));
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(ld(i), _mm256_loadu_ps(x.add(i)), acc[0]);
+        i += 8;
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut sum = hsum_ps(s);
     while i < n {
-        sum += f16_to_f32(w.add(2 * i)) * *x.add(i);
+        sum += f16p(w.add(2 * i)) * *x.add(i);
         i += 1;
     }
     sum
 }
 
-/// Products of one 32-block of Q4_0 weights with its Q8_0 activations (unscaled).
 #[inline(always)]
-unsafe fn blk_q4_0(b: *const u8, y: *const i8) -> __m256 {
-    let q = _mm256_sub_epi8(nibbles32(b.add(2)), _mm256_set1_epi8(8));
-    mul_sum_i8(q, _mm256_loadu_si256(y as *const __m256i))
-}
-
-#[inline(always)]
-unsafe fn blk_q4_1(b: *const u8, y: *const i8) -> __m256 {
-    mul_sum_us8(nibbles32(b.add(4)), _mm256_loadu_si256(y as *const __m256i))
-}
-
-#[inline(always)]
-unsafe fn blk_q5_0(b: *const u8, y: *const i8) -> __m256 {
-    let qh = (b.add(2) as *const u32).read_unaligned();
-    // value = nibble + 16*bit - 16: setting the top nibble where the bit is clear does it.
-    let hi = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
-    let q = _mm256_or_si256(nibbles32(b.add(6)), hi);
-    mul_sum_i8(q, _mm256_loadu_si256(y as *const __m256i))
-}
-
-#[inline(always)]
-unsafe fn blk_q8_0(b: *const u8, y: *const i8) -> __m256 {
-    let q = _mm256_loadu_si256(b.add(2) as *const __m256i);
-    mul_sum_i8(q, _mm256_loadu_si256(y as *const __m256i))
-}
-
-/// Shared loop of the 32-block formats: two blocks per step into independent accumulators
-/// (hides FMA latency); `$blk` gives a block's integer products, the scale is d_w*d_x.
-/// A macro so that `$blk` is inlined into each `target_feature` kernel.
-macro_rules! dot_blocks32 {
-    ($w:expr, $bb:expr, $x:expr, $nb:expr, $blk:ident) => {{
-        let (w, bb, x, nb) = ($w, $bb, $x, $nb);
-        let (xq, xd) = (x.qs.as_ptr(), x.d.as_ptr());
-        let mut acc0 = _mm256_setzero_ps();
-        let mut acc1 = _mm256_setzero_ps();
-        let mut i = 0;
-        while i + 2 <= nb {
-            let b0 = w.add(bb * i);
-            let b1 = w.add(bb * (i + 1));
-            let p0 = $blk(b0, xq.add(32 * i));
-            let p1 = $blk(b1, xq.add(32 * i + 32));
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(b0) * *xd.add(i)), p0, acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(b1) * *xd.add(i + 1)), p1, acc1);
-            i += 2;
-        }
-        if i < nb {
-            let b0 = w.add(bb * i);
-            let p0 = $blk(b0, xq.add(32 * i));
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(b0) * *xd.add(i)), p0, acc0);
-        }
-        hsum(_mm256_add_ps(acc0, acc1))
-    }};
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q4_0(w: *const u8, x: &QuantizedVec, nb: usize) -> f32 {
-    dot_blocks32!(w, 18, x, nb, blk_q4_0)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q4_1(w: *const u8, x: &QuantizedVec, nb: usize) -> f32 {
-    let (xq, xd, xs) = (x.qs.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
-    let mut acc0 = _mm256_setzero_ps();
-    let mut acc1 = _mm256_setzero_ps();
-    // Per block: d and m of the weights (f16 pair converted together), times d_x and s_x.
-    let mut accm = _mm_setzero_ps();
+unsafe fn q8_0_q8_0<const V: bool>(w: *const u8, x: *const u8, nb: usize) -> f32 {
+    #[inline(always)]
+    unsafe fn block<const V: bool>(wb: *const u8, xb: *const u8, acc: __m256) -> __m256 {
+        let d = _mm256_set1_ps(f16p(wb) * f16p(xb));
+        let qw = _mm256_loadu_si256(wb.add(2) as *const __m256i);
+        let qx = _mm256_loadu_si256(xb.add(2) as *const __m256i);
+        _mm256_fmadd_ps(d, mul_s8_ps::<V>(qw, qx), acc)
+    }
+    // Two accumulators so consecutive blocks do not wait on each other's FMA.
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mut i = 0;
     while i + 2 <= nb {
-        let b0 = w.add(20 * i);
-        let b1 = w.add(20 * i + 20);
-        let dm0 = _mm_cvtph_ps(_mm_cvtsi32_si128((b0 as *const i32).read_unaligned()));
-        let dm1 = _mm_cvtph_ps(_mm_cvtsi32_si128((b1 as *const i32).read_unaligned()));
-        let p0 = blk_q4_1(b0, xq.add(32 * i));
-        let p1 = blk_q4_1(b1, xq.add(32 * i + 32));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(_mm_cvtss_f32(dm0) * *xd.add(i)), p0, acc0);
-        acc1 = _mm256_fmadd_ps(
-            _mm256_set1_ps(_mm_cvtss_f32(dm1) * *xd.add(i + 1)),
-            p1,
-            acc1,
-        );
-        // lanes 1: m0*s0 and m1*s1 accumulate side by side
-        let m = _mm_unpacklo_ps(_mm_movehdup_ps(dm0), _mm_movehdup_ps(dm1));
-        let sx = _mm_castsi128_ps(_mm_loadl_epi64(xs.add(i) as *const __m128i));
-        accm = _mm_fmadd_ps(m, sx, accm);
+        a0 = block::<V>(w.add(34 * i), x.add(34 * i), a0);
+        a1 = block::<V>(w.add(34 * i + 34), x.add(34 * i + 34), a1);
         i += 2;
     }
-    let mut tail = 0.0f32;
     if i < nb {
-        let b0 = w.add(20 * i);
-        let p0 = blk_q4_1(b0, xq.add(32 * i));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(b0) * *xd.add(i)), p0, acc0);
-        tail = f16_to_f32(b0.add(2)) * *xs.add(i);
+        a0 = block::<V>(w.add(34 * i), x.add(34 * i), a0);
     }
-    let mut m = [0.0f32; 4];
-    _mm_storeu_ps(m.as_mut_ptr(), accm);
-    hsum(_mm256_add_ps(acc0, acc1)) + (m[0] + m[1]) + tail
+    hsum_ps(_mm256_add_ps(a0, a1))
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q5_0(w: *const u8, x: &QuantizedVec, nb: usize) -> f32 {
-    dot_blocks32!(w, 22, x, nb, blk_q5_0)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q8_0(w: *const u8, x: &QuantizedVec, nb: usize) -> f32 {
-    dot_blocks32!(w, 34, x, nb, blk_q8_0)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q4_k(w: *const u8, x: &QuantizedVec, nb: usize) -> f32 {
-    let (xq, xd, xb) = (x.qs.as_ptr(), x.d.as_ptr(), x.bsums.as_ptr());
-    let m4 = _mm256_set1_epi8(0xF);
+#[inline(always)]
+unsafe fn q4_0_q8_0<const V: bool>(w: *const u8, x: *const u8, nb: usize) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    let mut acc_m = 0.0f32;
     for i in 0..nb {
-        let b = w.add(144 * i);
-        let dx = *xd.add(i);
-        let d = f16_to_f32(b) * dx;
-        let dmin = f16_to_f32(b.add(2)) * dx;
-        let scales = std::slice::from_raw_parts(b.add(4), 12);
-        let mut sc = [0i16; 8];
-        let mut summ = 0i32;
-        for (j, s) in sc.iter_mut().enumerate() {
-            let (s6, m6) = super::dequant::scale_min_k4(j, scales);
-            *s = s6 as i16;
-            summ +=
-                m6 as i32 * (*xb.add(16 * i + 2 * j) as i32 + *xb.add(16 * i + 2 * j + 1) as i32);
-        }
-        acc_m += dmin * summ as f32;
-        let qs = b.add(16);
-        let y = xq.add(QK_K * i);
+        let (wb, xb) = (w.add(18 * i), x.add(34 * i));
+        let d = _mm256_set1_ps(f16p(wb) * f16p(xb));
+        let qw = _mm256_sub_epi8(nibbles(wb.add(2)), _mm256_set1_epi8(8));
+        let qx = _mm256_loadu_si256(xb.add(2) as *const __m256i);
+        acc = _mm256_fmadd_ps(d, mul_s8_ps::<V>(qw, qx), acc);
+    }
+    hsum_ps(acc)
+}
+
+#[inline(always)]
+unsafe fn q4_1_q8_1<const V: bool>(w: *const u8, x: *const u8, nb: usize) -> f32 {
+    // One block: lanes of `ds` are [d_w * d_x, m_w * s_x]; the second is the offset term.
+    #[inline(always)]
+    unsafe fn block<const V: bool>(
+        wb: *const u8,
+        xb: *const u8,
+        acc: __m256,
+        offs: &mut __m128,
+    ) -> __m256 {
+        let ds = _mm_mul_ps(f16x2(wb), f16x2(xb));
+        *offs = _mm_add_ps(*offs, ds);
+        let qw = nibbles(wb.add(4));
+        let qx = _mm256_loadu_si256(xb.add(4) as *const __m256i);
+        _mm256_fmadd_ps(_mm256_broadcastss_ps(ds), mul_us8_ps::<V>(qw, qx), acc)
+    }
+    // Two accumulators so consecutive blocks do not wait on each other's FMA.
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut offs = _mm_setzero_ps();
+    let mut i = 0;
+    while i + 2 <= nb {
+        a0 = block::<V>(w.add(20 * i), x.add(36 * i), a0, &mut offs);
+        a1 = block::<V>(w.add(20 * i + 20), x.add(36 * i + 36), a1, &mut offs);
+        i += 2;
+    }
+    if i < nb {
+        a0 = block::<V>(w.add(20 * i), x.add(36 * i), a0, &mut offs);
+    }
+    hsum_ps(_mm256_add_ps(a0, a1)) + _mm_cvtss_f32(_mm_movehdup_ps(offs))
+}
+
+/// The 32 five-bit codes (0..=31) of a Q5 block from its `qh` word and nibbles.
+#[inline(always)]
+unsafe fn q5_codes(qh: *const u8, qs: *const u8) -> __m256i {
+    let hi = _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10));
+    _mm256_or_si256(nibbles(qs), hi)
+}
+
+#[inline(always)]
+unsafe fn q5_0_q8_0<const V: bool>(w: *const u8, x: *const u8, nb: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        let (wb, xb) = (w.add(22 * i), x.add(34 * i));
+        let d = _mm256_set1_ps(f16p(wb) * f16p(xb));
+        let qw = _mm256_sub_epi8(q5_codes(wb.add(2), wb.add(6)), _mm256_set1_epi8(16));
+        let qx = _mm256_loadu_si256(xb.add(2) as *const __m256i);
+        acc = _mm256_fmadd_ps(d, mul_s8_ps::<V>(qw, qx), acc);
+    }
+    hsum_ps(acc)
+}
+
+#[inline(always)]
+unsafe fn q5_1_q8_1<const V: bool>(w: *const u8, x: *const u8, nb: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut offs = 0.0f32;
+    for i in 0..nb {
+        let (wb, xb) = (w.add(24 * i), x.add(36 * i));
+        offs += f16p(wb.add(2)) * f16p(xb.add(2));
+        let d = _mm256_set1_ps(f16p(wb) * f16p(xb));
+        let qw = q5_codes(wb.add(4), wb.add(8));
+        let qx = _mm256_loadu_si256(xb.add(4) as *const __m256i);
+        acc = _mm256_fmadd_ps(d, mul_us8_ps::<V>(qw, qx), acc);
+    }
+    hsum_ps(acc) + offs
+}
+
+/// Σ mins[j] · (bsums[2j] + bsums[2j+1]) for the Q4_K/Q5_K min term.
+#[inline(always)]
+unsafe fn k4_min_sum(m: &[u8; 8], xb: *const u8) -> i32 {
+    let bs = xb.add(Q8K_BSUMS) as *const i16;
+    let mut s = 0i32;
+    for (j, &m) in m.iter().enumerate() {
+        let b = bs.add(2 * j).read_unaligned() as i32 + bs.add(2 * j + 1).read_unaligned() as i32;
+        s += m as i32 * b;
+    }
+    s
+}
+
+/// Shared body of Q4_K and Q5_K: `codes(wb, j)` yields the 64 codes of chunk `j` as two
+/// 32-byte vectors (the first 32 use scale 2j, the next 32 scale 2j+1).
+#[inline(always)]
+unsafe fn k4_like(
+    w: *const u8,
+    x: *const u8,
+    nb: usize,
+    bb: usize,
+    codes: impl Fn(*const u8, usize) -> (__m256i, __m256i),
+) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut mins = 0.0f32;
+    for i in 0..nb {
+        let (wb, xb) = (w.add(bb * i), x.add(292 * i));
+        let dx = f32p(xb);
+        let sc12 = std::slice::from_raw_parts(wb.add(Q4K_SCALES), 12);
+        let (sc, m) = k4_scales_mins(sc12);
+        mins += dx * f16p(wb.add(Q4K_DMIN)) * k4_min_sum(&m, xb) as f32;
+        let xq = xb.add(Q8K_QS);
         let mut sumi = _mm256_setzero_si256();
         for j in 0..4 {
-            let q4 = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
-            let lo = _mm256_and_si256(q4, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
-            let yl = _mm256_loadu_si256(y.add(64 * j) as *const __m256i);
-            let yh = _mm256_loadu_si256(y.add(64 * j + 32) as *const __m256i);
-            let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, yl), _mm256_set1_epi16(sc[2 * j]));
+            let (lo, hi) = codes(wb, j);
+            let xl = _mm256_loadu_si256(xq.add(64 * j) as *const __m256i);
+            let xh = _mm256_loadu_si256(xq.add(64 * j + 32) as *const __m256i);
+            let pl = _mm256_madd_epi16(
+                _mm256_set1_epi16(sc[2 * j] as i16),
+                _mm256_maddubs_epi16(lo, xl),
+            );
             let ph = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(hi, yh),
-                _mm256_set1_epi16(sc[2 * j + 1]),
+                _mm256_set1_epi16(sc[2 * j + 1] as i16),
+                _mm256_maddubs_epi16(hi, xh),
             );
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        let d = _mm256_set1_ps(dx * f16p(wb.add(Q4K_D)));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
     }
-    hsum(acc) - acc_m
+    hsum_ps(acc) - mins
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q6_k(w: *const u8, x: &QuantizedVec, nb: usize) -> f32 {
-    let (xq, xd) = (x.qs.as_ptr(), x.d.as_ptr());
-    let m4 = _mm256_set1_epi8(0xF);
-    let m32 = _mm256_set1_epi8(32);
+unsafe fn q4_k_q8_k(w: *const u8, x: *const u8, nb: usize) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0F);
+    k4_like(w, x, nb, 144, |wb, j| {
+        let q = _mm256_loadu_si256(wb.add(Q4K_QS + 32 * j) as *const __m256i);
+        (
+            _mm256_and_si256(q, m4),
+            _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+        )
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_q8_k(w: *const u8, x: *const u8, nb: usize) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let one = _mm256_set1_epi8(1);
+    k4_like(w, x, nb, 176, |wb, j| {
+        let q = _mm256_loadu_si256(wb.add(Q5K_QS + 32 * j) as *const __m256i);
+        let h = _mm256_loadu_si256(wb.add(Q5K_QH) as *const __m256i);
+        let sh = _mm_cvtsi32_si128(2 * j as i32);
+        let h0 = _mm256_and_si256(_mm256_srl_epi16(h, sh), one);
+        let h1 = _mm256_and_si256(
+            _mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * j as i32 + 1)),
+            one,
+        );
+        (
+            _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16(h0, 4)),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                _mm256_slli_epi16(h1, 4),
+            ),
+        )
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_q8_k(w: *const u8, x: *const u8, nb: usize) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m2 = _mm256_set1_epi8(3);
+    let c32 = _mm256_set1_epi8(32);
     let mut acc = _mm256_setzero_ps();
     for i in 0..nb {
-        let b = w.add(210 * i);
-        let d = f16_to_f32(b.add(208)) * *xd.add(i);
-        let sc = b.add(192) as *const i8;
-        let y = xq.add(QK_K * i);
+        let (wb, xb) = (w.add(210 * i), x.add(292 * i));
+        let sc = wb.add(Q6K_SCALES) as *const i8;
+        let xq = xb.add(Q8K_QS);
         let mut sumi = _mm256_setzero_si256();
         for n in 0..2 {
-            let ql1 = _mm256_loadu_si256(b.add(64 * n) as *const __m256i);
-            let ql2 = _mm256_loadu_si256(b.add(64 * n + 32) as *const __m256i);
-            let qh = _mm256_loadu_si256(b.add(128 + 32 * n) as *const __m256i);
-            let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4);
-            let h1 = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)), 2);
-            let h2 = _mm256_and_si256(qh, _mm256_set1_epi8(0x30));
-            let h3 = _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0xC0u8 as i8)), 2);
+            let ql = wb.add(Q6K_QL + 64 * n);
+            let qh = _mm256_loadu_si256(wb.add(Q6K_QH + 32 * n) as *const __m256i);
+            let b1 = _mm256_loadu_si256(ql as *const __m256i);
+            let b2 = _mm256_loadu_si256(ql.add(32) as *const __m256i);
+            let h = |s: i32| {
+                _mm256_slli_epi16(
+                    _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(s)), m2),
+                    4,
+                )
+            };
             let q = [
-                _mm256_or_si256(_mm256_and_si256(ql1, m4), h0),
-                _mm256_or_si256(_mm256_and_si256(ql2, m4), h1),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h2),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql2, 4), m4), h3),
+                _mm256_or_si256(_mm256_and_si256(b1, m4), h(0)),
+                _mm256_or_si256(_mm256_and_si256(b2, m4), h(2)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m4), h(4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b2, 4), m4), h(6)),
             ];
-            for (k, &qk) in q.iter().enumerate() {
-                let yk = _mm256_loadu_si256(y.add(128 * n + 32 * k) as *const __m256i);
+            for (k, q) in q.iter().enumerate() {
+                let xv = _mm256_loadu_si256(xq.add(128 * n + 32 * k) as *const __m256i);
+                // (q - 32) · x = q · x - 32 · x, both in i16 without saturation.
                 let p =
-                    _mm256_sub_epi16(_mm256_maddubs_epi16(qk, yk), _mm256_maddubs_epi16(m32, yk));
+                    _mm256_sub_epi16(_mm256_maddubs_epi16(*q, xv), _mm256_maddubs_epi16(c32, xv));
                 let s0 = *sc.add(8 * n + 2 * k) as i16;
                 let s1 = *sc.add(8 * n + 2 * k + 1) as i16;
-                let scv = _mm256_inserti128_si256(
-                    _mm256_castsi128_si256(_mm_set1_epi16(s0)),
-                    _mm_set1_epi16(s1),
-                    1,
-                );
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv));
+                let scale = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scale));
             }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        let d = _mm256_set1_ps(f32p(xb) * f16p(wb.add(Q6K_D)));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
     }
-    hsum(acc)
-}
-
-/// Dots of one weight row with four activations at once (prefill): each weight block is
-/// unpacked once and reused for the four inputs. `None` where there is no batched kernel.
-#[inline]
-pub(crate) fn vec_dot_x4(ty: GgmlType, row: &[u8], xs: [&QuantizedVec; 4]) -> Option<[f32; 4]> {
-    let nb = xs[0].len / ty.block_len();
-    // SAFETY: caller checked `available()` and every (row, x) pair with `check_dot_args`.
-    unsafe {
-        Some(match ty {
-            GgmlType::Q4_0 => x4_q4_0(row.as_ptr(), xs, nb),
-            GgmlType::Q5_0 => x4_q5_0(row.as_ptr(), xs, nb),
-            GgmlType::Q8_0 => x4_q8_0(row.as_ptr(), xs, nb),
-            GgmlType::Q4_1 => x4_q4_1(row.as_ptr(), xs, nb),
-            GgmlType::Q4_K => x4_q4_k(row.as_ptr(), xs, nb),
-            GgmlType::Q6_K => x4_q6_k(row.as_ptr(), xs, nb),
-            _ => return None,
-        })
-    }
-}
-
-#[inline(always)]
-unsafe fn unpack_q4_0(b: *const u8) -> __m256i {
-    _mm256_sub_epi8(nibbles32(b.add(2)), _mm256_set1_epi8(8))
-}
-
-#[inline(always)]
-unsafe fn unpack_q5_0(b: *const u8) -> __m256i {
-    let qh = (b.add(2) as *const u32).read_unaligned();
-    let hi = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
-    _mm256_or_si256(nibbles32(b.add(6)), hi)
-}
-
-#[inline(always)]
-unsafe fn unpack_q8_0(b: *const u8) -> __m256i {
-    _mm256_loadu_si256(b.add(2) as *const __m256i)
-}
-
-/// Batched loop for the signed 32-block formats (weights times Q8_0 activations).
-macro_rules! x4_signed32 {
-    ($w:expr, $bb:expr, $xs:expr, $nb:expr, $unpack:ident) => {{
-        let (w, bb, xs, nb) = ($w, $bb, $xs, $nb);
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for i in 0..nb {
-            let b = w.add(bb * i);
-            let q = $unpack(b);
-            let ax = _mm256_sign_epi8(q, q);
-            let dw = f16_to_f32(b);
-            for k in 0..4 {
-                let x = xs[k];
-                let y = _mm256_loadu_si256(x.qs.as_ptr().add(32 * i) as *const __m256i);
-                let p = mul_sum_us8(ax, _mm256_sign_epi8(y, q));
-                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * *x.d.as_ptr().add(i)), p, acc[k]);
-            }
-        }
-        [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
-    }};
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn x4_q4_0(w: *const u8, xs: [&QuantizedVec; 4], nb: usize) -> [f32; 4] {
-    x4_signed32!(w, 18, xs, nb, unpack_q4_0)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn x4_q5_0(w: *const u8, xs: [&QuantizedVec; 4], nb: usize) -> [f32; 4] {
-    x4_signed32!(w, 22, xs, nb, unpack_q5_0)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn x4_q8_0(w: *const u8, xs: [&QuantizedVec; 4], nb: usize) -> [f32; 4] {
-    x4_signed32!(w, 34, xs, nb, unpack_q8_0)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn x4_q4_1(w: *const u8, xs: [&QuantizedVec; 4], nb: usize) -> [f32; 4] {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut accm = _mm_setzero_ps();
-    for i in 0..nb {
-        let b = w.add(20 * i);
-        let q = nibbles32(b.add(4));
-        let dw = f16_to_f32(b);
-        let mut sx = [0.0f32; 4];
-        for k in 0..4 {
-            let x = xs[k];
-            let y = _mm256_loadu_si256(x.qs.as_ptr().add(32 * i) as *const __m256i);
-            let p = mul_sum_us8(q, y);
-            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * *x.d.as_ptr().add(i)), p, acc[k]);
-            sx[k] = *x.s.as_ptr().add(i);
-        }
-        let m = _mm_set1_ps(f16_to_f32(b.add(2)));
-        accm = _mm_fmadd_ps(m, _mm_loadu_ps(sx.as_ptr()), accm);
-    }
-    let mut m = [0.0f32; 4];
-    _mm_storeu_ps(m.as_mut_ptr(), accm);
-    [
-        hsum(acc[0]) + m[0],
-        hsum(acc[1]) + m[1],
-        hsum(acc[2]) + m[2],
-        hsum(acc[3]) + m[3],
-    ]
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn x4_q4_k(w: *const u8, xs: [&QuantizedVec; 4], nb: usize) -> [f32; 4] {
-    let m4 = _mm256_set1_epi8(0xF);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut accm = [0.0f32; 4];
-    for i in 0..nb {
-        let b = w.add(144 * i);
-        let d = f16_to_f32(b);
-        let dmin = f16_to_f32(b.add(2));
-        let scales = std::slice::from_raw_parts(b.add(4), 12);
-        let mut sc = [0i16; 8];
-        let mut mn = [0i32; 8];
-        for j in 0..8 {
-            let (s6, m6) = super::dequant::scale_min_k4(j, scales);
-            sc[j] = s6 as i16;
-            mn[j] = m6 as i32;
-        }
-        for k in 0..4 {
-            let bs = xs[k].bsums.as_ptr().add(16 * i);
-            let mut summ = 0i32;
-            for j in 0..8 {
-                summ += mn[j] * (*bs.add(2 * j) as i32 + *bs.add(2 * j + 1) as i32);
-            }
-            accm[k] += dmin * *xs[k].d.as_ptr().add(i) * summ as f32;
-        }
-        let qs = b.add(16);
-        let mut sumi = [_mm256_setzero_si256(); 4];
-        for j in 0..4 {
-            let q4 = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
-            let lo = _mm256_and_si256(q4, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
-            let sl = _mm256_set1_epi16(sc[2 * j]);
-            let sh = _mm256_set1_epi16(sc[2 * j + 1]);
-            for k in 0..4 {
-                let y = xs[k].qs.as_ptr().add(QK_K * i);
-                let yl = _mm256_loadu_si256(y.add(64 * j) as *const __m256i);
-                let yh = _mm256_loadu_si256(y.add(64 * j + 32) as *const __m256i);
-                let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, yl), sl);
-                let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, yh), sh);
-                sumi[k] = _mm256_add_epi32(sumi[k], _mm256_add_epi32(pl, ph));
-            }
-        }
-        for k in 0..4 {
-            let dk = _mm256_set1_ps(d * *xs[k].d.as_ptr().add(i));
-            acc[k] = _mm256_fmadd_ps(dk, _mm256_cvtepi32_ps(sumi[k]), acc[k]);
-        }
-    }
-    [
-        hsum(acc[0]) - accm[0],
-        hsum(acc[1]) - accm[1],
-        hsum(acc[2]) - accm[2],
-        hsum(acc[3]) - accm[3],
-    ]
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn x4_q6_k(w: *const u8, xs: [&QuantizedVec; 4], nb: usize) -> [f32; 4] {
-    let m4 = _mm256_set1_epi8(0xF);
-    let m32 = _mm256_set1_epi8(32);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for i in 0..nb {
-        let b = w.add(210 * i);
-        let d = f16_to_f32(b.add(208));
-        let sc = b.add(192) as *const i8;
-        let mut sumi = [_mm256_setzero_si256(); 4];
-        for n in 0..2 {
-            let ql1 = _mm256_loadu_si256(b.add(64 * n) as *const __m256i);
-            let ql2 = _mm256_loadu_si256(b.add(64 * n + 32) as *const __m256i);
-            let qh = _mm256_loadu_si256(b.add(128 + 32 * n) as *const __m256i);
-            let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4);
-            let h1 = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C)), 2);
-            let h2 = _mm256_and_si256(qh, _mm256_set1_epi8(0x30));
-            let h3 = _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0xC0u8 as i8)), 2);
-            let q = [
-                _mm256_or_si256(_mm256_and_si256(ql1, m4), h0),
-                _mm256_or_si256(_mm256_and_si256(ql2, m4), h1),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h2),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql2, 4), m4), h3),
-            ];
-            for (j, &qj) in q.iter().enumerate() {
-                let s0 = *sc.add(8 * n + 2 * j) as i16;
-                let s1 = *sc.add(8 * n + 2 * j + 1) as i16;
-                let scv = _mm256_inserti128_si256(
-                    _mm256_castsi128_si256(_mm_set1_epi16(s0)),
-                    _mm_set1_epi16(s1),
-                    1,
-                );
-                for k in 0..4 {
-                    let y = xs[k].qs.as_ptr().add(QK_K * i + 128 * n + 32 * j);
-                    let yk = _mm256_loadu_si256(y as *const __m256i);
-                    let p = _mm256_sub_epi16(
-                        _mm256_maddubs_epi16(qj, yk),
-                        _mm256_maddubs_epi16(m32, yk),
-                    );
-                    sumi[k] = _mm256_add_epi32(sumi[k], _mm256_madd_epi16(p, scv));
-                }
-            }
-        }
-        for k in 0..4 {
-            let dk = _mm256_set1_ps(d * *xs[k].d.as_ptr().add(i));
-            acc[k] = _mm256_fmadd_ps(dk, _mm256_cvtepi32_ps(sumi[k]), acc[k]);
-        }
-    }
-    [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
-}
-
-/// Rounds half away from zero exactly like `f32::round` (the scalar quantisers' rounding):
-/// truncate, then step away from zero when the dropped fraction is at least one half.
-#[inline(always)]
-unsafe fn round_away(v: __m256) -> __m256 {
-    let t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    let frac = _mm256_sub_ps(v, t);
-    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-    let ge_half = _mm256_cmp_ps(
-        _mm256_and_ps(frac, abs_mask),
-        _mm256_set1_ps(0.5),
-        _CMP_GE_OQ,
-    );
-    let one = _mm256_or_ps(
-        _mm256_set1_ps(1.0),
-        _mm256_andnot_ps(abs_mask, v), // sign of v
-    );
-    _mm256_add_ps(t, _mm256_and_ps(ge_half, one))
-}
-
-/// 32 floats (already scaled and rounded) -> 32 i8, in order.
-#[inline(always)]
-unsafe fn pack32(v: [__m256; 4], q: *mut i8) {
-    let a = _mm256_cvtps_epi32(v[0]);
-    let b = _mm256_cvtps_epi32(v[1]);
-    let c = _mm256_cvtps_epi32(v[2]);
-    let d = _mm256_cvtps_epi32(v[3]);
-    let ab = _mm256_packs_epi32(a, b);
-    let cd = _mm256_packs_epi32(c, d);
-    let p = _mm256_packs_epi16(ab, cd);
-    let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256(q as *mut __m256i, p);
-}
-
-/// AVX2 twin of `quantize::quantize_block_q8` (bit-identical output).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn quantize_block_q8(x: &[f32], q: &mut [i8]) -> f32 {
-    debug_assert!(x.len() == 32 && q.len() == 32);
-    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-    let v = [
-        _mm256_loadu_ps(x.as_ptr()),
-        _mm256_loadu_ps(x.as_ptr().add(8)),
-        _mm256_loadu_ps(x.as_ptr().add(16)),
-        _mm256_loadu_ps(x.as_ptr().add(24)),
-    ];
-    let m = _mm256_max_ps(
-        _mm256_max_ps(_mm256_and_ps(v[0], abs_mask), _mm256_and_ps(v[1], abs_mask)),
-        _mm256_max_ps(_mm256_and_ps(v[2], abs_mask), _mm256_and_ps(v[3], abs_mask)),
-    );
-    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-    let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    let m1 = _mm_max_ss(m2, _mm_movehdup_ps(m2));
-    let amax = _mm_cvtss_f32(m1);
-    let d = amax / 127.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    let idv = _mm256_set1_ps(id);
-    let r = [
-        round_away(_mm256_mul_ps(v[0], idv)),
-        round_away(_mm256_mul_ps(v[1], idv)),
-        round_away(_mm256_mul_ps(v[2], idv)),
-        round_away(_mm256_mul_ps(v[3], idv)),
-    ];
-    pack32(r, q.as_mut_ptr());
-    d
-}
-
-/// AVX2 twin of `quantize::quantize_block_q8k` (bit-identical output).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn quantize_block_q8k(x: &[f32], q: &mut [i8], bsums: &mut [i16]) -> f32 {
-    assert!(x.len() == QK_K && q.len() == QK_K && bsums.len() == 16);
-    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-    let mut m = _mm256_setzero_ps();
-    for k in 0..32 {
-        m = _mm256_max_ps(
-            m,
-            _mm256_and_ps(_mm256_loadu_ps(x.as_ptr().add(8 * k)), abs_mask),
-        );
-    }
-    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-    let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)));
-    if amax == 0.0 {
-        q.fill(0);
-        bsums.fill(0);
-        return 0.0;
-    }
-    // The signed value of the first element reaching the maximum magnitude, as the scalar does.
-    let max = *x.iter().find(|v| v.abs() == amax).unwrap_or(&amax);
-    let iscale = -127.0 / max;
-    let iv = _mm256_set1_ps(iscale);
-    let lim = _mm256_set1_ps(127.0);
-    for c in 0..8 {
-        let p = x.as_ptr().add(32 * c);
-        let r = [
-            _mm256_min_ps(round_away(_mm256_mul_ps(iv, _mm256_loadu_ps(p))), lim),
-            _mm256_min_ps(
-                round_away(_mm256_mul_ps(iv, _mm256_loadu_ps(p.add(8)))),
-                lim,
-            ),
-            _mm256_min_ps(
-                round_away(_mm256_mul_ps(iv, _mm256_loadu_ps(p.add(16)))),
-                lim,
-            ),
-            _mm256_min_ps(
-                round_away(_mm256_mul_ps(iv, _mm256_loadu_ps(p.add(24)))),
-                lim,
-            ),
-        ];
-        pack32(r, q.as_mut_ptr().add(32 * c));
-    }
-    for (s, c) in bsums.iter_mut().zip(q.chunks_exact(16)) {
-        *s = c.iter().map(|&v| v as i16).sum();
-    }
-    1.0 / iscale
+    hsum_ps(acc)
 }

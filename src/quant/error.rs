@@ -1,20 +1,22 @@
-//! Errors of the quant API boundary (shape and type checks); hot kernels assert instead.
+//! Errors of the quantisation API boundary (bad lengths, unsupported type/operation pairs).
 
 use super::GgmlType;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuantError {
+    /// The operation has no implementation for this element type.
     #[error("{op} is not supported for type {ty}")]
     Unsupported { op: &'static str, ty: GgmlType },
-    #[error("{what}: {n} elements is not a whole number of {ty} blocks ({block} each)")]
-    NotBlockAligned {
-        what: &'static str,
+    /// An element count that is not a whole number of blocks.
+    #[error("{n} elements is not a multiple of the {ty} block length {block}")]
+    PartialBlock {
         ty: GgmlType,
         n: usize,
         block: usize,
     },
-    #[error("{what}: expected {expected} bytes/elements, got {got}")]
-    BadLength {
+    /// A buffer of the wrong size for the element count.
+    #[error("{what}: expected {expected} bytes, got {got}")]
+    Length {
         what: &'static str,
         expected: usize,
         got: usize,

@@ -1,154 +1,174 @@
 //! Matrix-vector and matrix-matrix products over quantised weights, parallel over row chunks.
 
-use super::qvec::QuantizedVec;
-use super::{vec_dot, vec_dot_x4, QMatrix};
-use rayon::prelude::*;
 use std::cell::RefCell;
 
-/// Below this many weight bytes a product runs on the calling thread: waking the pool costs more.
-const SERIAL_BYTES: usize = 96 * 1024;
-/// Each parallel task reads at least this many weight bytes, so scheduling stays negligible.
+use rayon::prelude::*;
+
+use super::dot::check_pair;
+use super::{dot_kernel, DotKernel, QMatrix, QuantizedVec};
+
+/// Weight bytes below which a product runs on the calling thread (rayon's fork/join costs a
+/// few microseconds, comparable to streaming this much memory).
+const SERIAL_BYTES: usize = 128 * 1024;
+/// Minimum weight bytes per rayon task, so each task does real work.
 const MIN_TASK_BYTES: usize = 32 * 1024;
 
-/// Rows per parallel task for a matrix, or `None` to run serially.
-fn rows_per_task(w: &QMatrix) -> Option<usize> {
-    let rb = w.row_bytes().max(1);
-    if w.data.len() < SERIAL_BYTES || rayon::current_num_threads() <= 1 {
-        return None;
-    }
-    let by_bytes = MIN_TASK_BYTES.div_ceil(rb);
-    let by_count = w.rows.div_ceil(rayon::current_num_threads() * 8);
-    Some(by_bytes.max(by_count).max(1))
-}
-
 thread_local! {
-    static SCRATCH: RefCell<Option<QuantizedVec>> = const { RefCell::new(None) };
+    static XQ: RefCell<QuantizedVec> = RefCell::new(QuantizedVec::new(super::GgmlType::F32, &[]));
+    static XS: RefCell<Vec<QuantizedVec>> = const { RefCell::new(Vec::new()) };
+    static TMP: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// y = W x. Quantises x once (into a per-thread reused buffer), then as `matvec_q`.
-/// The buffer is taken out of its slot while in use: rayon may run another `matvec` on this
-/// thread while we wait for our tasks, and that one then simply allocates its own.
+fn kernel(w: &QMatrix) -> DotKernel {
+    dot_kernel(w.ty).unwrap_or_else(|| panic!("no dot kernel for {}", w.ty))
+}
+
+/// Rows per task: about four tasks per thread, but at least `MIN_TASK_BYTES` of weights.
+fn rows_per_task(rows: usize, row_bytes: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let by_count = rows.div_ceil(4 * threads);
+    let by_bytes = MIN_TASK_BYTES.div_ceil(row_bytes.max(1));
+    by_count.max(by_bytes).max(1)
+}
+
+fn serial(w: &QMatrix, n_rows: usize) -> bool {
+    n_rows * w.row_bytes() < SERIAL_BYTES || rayon::current_num_threads() <= 1
+}
+
+/// y = W x. Quantises `x` once into a per-thread buffer (no allocation after the first call).
 pub fn matvec(w: &QMatrix, x: &[f32], y: &mut [f32]) {
-    assert_eq!(x.len(), w.cols, "matvec: x length");
-    let mut qv = match SCRATCH.with(|s| s.borrow_mut().take()) {
-        Some(mut v) => {
-            v.set(w.ty, x);
-            v
+    XQ.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut q) => {
+            q.set(w.ty, x);
+            matvec_q(w, &q, y);
         }
-        None => QuantizedVec::new(w.ty, x),
-    };
-    matvec_q(w, &qv, y);
-    qv.len = 0;
-    SCRATCH.with(|s| *s.borrow_mut() = Some(qv));
+        // Re-entered on this thread (a nested rayon job): use a fresh buffer.
+        Err(_) => matvec_q(w, &QuantizedVec::new(w.ty, x), y),
+    })
 }
 
-/// y = W x with x already prepared for `w.ty`; allocates nothing.
+/// y = W x for an already prepared `x`.
 pub fn matvec_q(w: &QMatrix, x: &QuantizedVec, y: &mut [f32]) {
-    assert_eq!(x.len(), w.cols, "matvec_q: x length");
-    assert_eq!(y.len(), w.rows, "matvec_q: y length");
+    assert_eq!(y.len(), w.rows, "matvec output length");
+    assert_eq!(w.data.len(), w.rows * w.row_bytes(), "matrix data length");
+    check_pair(w.ty, w.row_bytes(), x);
+    let k = kernel(w);
     let rb = w.row_bytes();
-    let run = |r0: usize, ys: &mut [f32]| {
-        for (k, y) in ys.iter_mut().enumerate() {
-            let r = r0 + k;
-            *y = vec_dot(w.ty, &w.data[r * rb..(r + 1) * rb], x);
+    if serial(w, w.rows) {
+        for (r, y) in y.iter_mut().enumerate() {
+            *y = k.dot(w.row(r), x);
         }
-    };
-    match rows_per_task(w) {
-        None => run(0, y),
-        Some(chunk) => y
-            .par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(c, ys)| run(c * chunk, ys)),
+        return;
     }
+    let chunk = rows_per_task(w.rows, rb);
+    y.par_chunks_mut(chunk)
+        .zip(w.data.par_chunks(chunk * rb))
+        .for_each(|(y, data)| {
+            for (y, row) in y.iter_mut().zip(data.chunks_exact(rb)) {
+                *y = k.dot(row, x);
+            }
+        });
 }
 
-/// y[i] = W.row(rows[i]) · x: only the selected rows are read (sparse FFN).
+/// y[i] = W.row(rows[i]) · x, for the sparse FFN (only predicted-active neurons).
 pub fn gather_matvec(w: &QMatrix, rows: &[u32], x: &QuantizedVec, y: &mut [f32]) {
-    assert_eq!(x.len(), w.cols, "gather_matvec: x length");
-    assert_eq!(y.len(), rows.len(), "gather_matvec: y length");
-    let rb = w.row_bytes();
-    let run = |idx: &[u32], ys: &mut [f32]| {
-        for (&r, y) in idx.iter().zip(ys.iter_mut()) {
-            let r = r as usize;
-            assert!(r < w.rows, "gather_matvec: row {r} out of {}", w.rows);
-            *y = vec_dot(w.ty, &w.data[r * rb..(r + 1) * rb], x);
+    assert_eq!(y.len(), rows.len(), "gather_matvec output length");
+    check_pair(w.ty, w.row_bytes(), x);
+    assert!(
+        rows.iter().all(|&r| (r as usize) < w.rows),
+        "gather_matvec row index out of range"
+    );
+    let k = kernel(w);
+    if serial(w, rows.len()) {
+        for (y, &r) in y.iter_mut().zip(rows) {
+            *y = k.dot(w.row(r as usize), x);
         }
-    };
-    let bytes = rows.len() * rb;
-    if bytes < SERIAL_BYTES || rayon::current_num_threads() <= 1 {
-        run(rows, y);
-    } else {
-        let chunk = MIN_TASK_BYTES
-            .div_ceil(rb.max(1))
-            .max(rows.len().div_ceil(rayon::current_num_threads() * 8));
-        y.par_chunks_mut(chunk)
-            .zip(rows.par_chunks(chunk))
-            .for_each(|(ys, idx)| run(idx, ys));
+        return;
     }
+    let chunk = rows_per_task(rows.len(), w.row_bytes());
+    y.par_chunks_mut(chunk)
+        .zip(rows.par_chunks(chunk))
+        .for_each(|(y, rows)| {
+            for (y, &r) in y.iter_mut().zip(rows) {
+                *y = k.dot(w.row(r as usize), x);
+            }
+        });
 }
 
-/// Rows of weights processed together against every input: at most this many, and at most
-/// `MATMUL_TILE_BYTES` of weights, so the tile stays in L1 while all inputs stream past and
-/// each weight row is loaded from memory once per call.
-const MATMUL_ROW_TILE: usize = 16;
-const MATMUL_TILE_BYTES: usize = 16 * 1024;
+/// Prefill product: `xs` holds n = xs.len() / cols inputs (row-major n × cols), `ys` receives
+/// n × rows (`ys[b * rows + r]`). All inputs are quantised once; each weight row is then
+/// read from memory once and reused for every input while it sits in L1.
+/// The four-input kernels sum their blocks in a different order than the single-input ones,
+/// so a batched prompt would not give bit-identical results to the same tokens decoded one by
+/// one (SmolLM2's massive activations amplify the difference to ~0.2 logit). Off until their
+/// accumulation order matches; results must not depend on how tokens are batched.
+const FOUR_INPUT_KERNELS: bool = false;
 
-/// Prefill product: `xs` is n×cols row-major, `ys` becomes n×rows (`ys[b*rows + r]`).
 pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
     let cols = w.cols;
     assert!(
         cols > 0 && xs.len().is_multiple_of(cols),
-        "matmul: xs length"
+        "matmul input length"
     );
     let n = xs.len() / cols;
-    assert_eq!(ys.len(), n * w.rows, "matmul: ys length");
+    assert_eq!(ys.len(), n * w.rows, "matmul output length");
     if n == 0 {
         return;
     }
     if n == 1 {
         return matvec(w, xs, ys);
     }
-    let qx: Vec<QuantizedVec> = xs
-        .par_chunks(cols)
-        .map(|x| QuantizedVec::new(w.ty, x))
-        .collect();
-    // Computed transposed (rows × n) so parallel tasks own disjoint output, then transposed back.
-    let mut yt = vec![0.0f32; w.rows * n];
-    let rb = w.row_bytes();
-    let tile = (MATMUL_TILE_BYTES / rb.max(1)).clamp(1, MATMUL_ROW_TILE);
-    let run = |r0: usize, out: &mut [f32]| {
-        let nr = out.len() / n;
-        for t0 in (0..nr).step_by(tile) {
-            let t1 = (t0 + tile).min(nr);
-            let mut b = 0;
-            while b + 4 <= n {
-                let xs = [&qx[b], &qx[b + 1], &qx[b + 2], &qx[b + 3]];
-                for t in t0..t1 {
-                    let r = r0 + t;
-                    let v = vec_dot_x4(w.ty, &w.data[r * rb..(r + 1) * rb], xs);
-                    out[t * n + b..t * n + b + 4].copy_from_slice(&v);
-                }
-                b += 4;
-            }
-            for (b, x) in qx.iter().enumerate().skip(b) {
-                for t in t0..t1 {
-                    let r = r0 + t;
-                    out[t * n + b] = vec_dot(w.ty, &w.data[r * rb..(r + 1) * rb], x);
-                }
-            }
-        }
-    };
-    let chunk_rows = if w.data.len() * n < SERIAL_BYTES || rayon::current_num_threads() <= 1 {
-        w.rows
-    } else {
-        MATMUL_ROW_TILE.max(w.rows.div_ceil(rayon::current_num_threads() * 8))
-    };
-    yt.par_chunks_mut(chunk_rows * n)
-        .enumerate()
-        .for_each(|(c, out)| run(c * chunk_rows, out));
-    for r in 0..w.rows {
-        for b in 0..n {
-            ys[b * w.rows + r] = yt[r * n + b];
+    let mut qs = XS.with(|c| c.take());
+    let mut tmp = TMP.with(|c| c.take());
+    for (i, x) in xs.chunks_exact(cols).enumerate() {
+        match qs.get_mut(i) {
+            Some(q) => q.set(w.ty, x),
+            None => qs.push(QuantizedVec::new(w.ty, x)),
         }
     }
+    let xq = &qs[..n];
+    check_pair(w.ty, w.row_bytes(), &xq[0]);
+    let k = kernel(w);
+    let rb = w.row_bytes();
+    tmp.clear();
+    tmp.resize(w.rows * n, 0.0);
+    #[cfg(target_arch = "x86_64")]
+    let k4 = if FOUR_INPUT_KERNELS {
+        super::avx2::kernel4(w.ty)
+    } else {
+        None
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let k4: Option<fn(&[u8], [&[u8]; 4], &mut [f32; 4])> = None;
+    // tmp is rows × n: each task owns a contiguous run of whole rows.
+    let body = |t: &mut [f32], data: &[u8]| {
+        for (t, row) in t.chunks_exact_mut(n).zip(data.chunks_exact(rb)) {
+            let mut done = 0;
+            if let Some(k4) = k4 {
+                for (t, x) in t.chunks_exact_mut(4).zip(xq.chunks_exact(4)) {
+                    let xs = [x[0].bytes(), x[1].bytes(), x[2].bytes(), x[3].bytes()];
+                    k4(row, xs, t.try_into().expect("four outputs"));
+                    done += 4;
+                }
+            }
+            for (t, x) in t[done..].iter_mut().zip(&xq[done..]) {
+                *t = k.dot(row, x);
+            }
+        }
+    };
+    if w.rows * rb * n < SERIAL_BYTES || rayon::current_num_threads() <= 1 {
+        body(&mut tmp, w.data);
+    } else {
+        let chunk = rows_per_task(w.rows, rb);
+        tmp.par_chunks_mut(chunk * n)
+            .zip(w.data.par_chunks(chunk * rb))
+            .for_each(|(t, d)| body(t, d));
+    }
+    for (r, t) in tmp.chunks_exact(n).enumerate() {
+        for (b, &v) in t.iter().enumerate() {
+            ys[b * w.rows + r] = v;
+        }
+    }
+    XS.with(|c| c.replace(qs));
+    TMP.with(|c| c.replace(tmp));
 }

@@ -1,154 +1,192 @@
-//! Scalar reference dot kernels: the twin every SIMD kernel is tested against, and the
-//! fallback on CPUs without SIMD support. Each takes one weight row and a prepared activation.
-// Index loops mirror the block bit layouts, which read clearer than zipped iterators.
-#![allow(clippy::needless_range_loop)]
+//! Scalar reference dot kernels: one weight row (whole blocks) against an activation row in
+//! the matching format (`x` bytes of Q8_0 / Q8_1 / Q8_K, or f32 for float weights).
+//!
+//! These are the twins the SIMD kernels are tested against, and the fallback on CPUs without
+//! them. Integer sums are formed per block exactly as ggml does so results agree closely.
 
-use super::dequant::{f16_at, KBlock};
-use super::qvec::{ActKind, QuantizedVec};
-use super::{GgmlType, QK_K};
-use half::{bf16, f16};
+use super::layout::*;
 
-/// Dot product of one row of weight type `ty` with `x` (prepared for `ty`).
-pub fn vec_dot(ty: GgmlType, row: &[u8], x: &QuantizedVec) -> f32 {
-    check_dot_args(ty, row, x);
-    use GgmlType::*;
-    match ty {
-        F32 => dot_f32(row, &x.f),
-        F16 => dot_f16(row, &x.f),
-        BF16 => dot_bf16(row, &x.f),
-        Q4_0 | Q5_0 | Q8_0 => dot_q_q8_0(ty, row, x),
-        Q4_1 | Q5_1 => dot_q_q8_1(ty, row, x),
-        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => dot_k_q8k(ty, row, x),
-        _ => unreachable!("no dot kernel for {ty}"),
-    }
-}
-
-/// The contract every dot kernel relies on (SIMD kernels read memory unchecked after it).
-#[inline]
-pub(crate) fn check_dot_args(ty: GgmlType, row: &[u8], x: &QuantizedVec) {
-    assert!(super::has_dot(ty), "no dot kernel for {ty}");
-    assert_eq!(
-        x.kind,
-        ActKind::for_weight(ty),
-        "activation prepared for another type"
-    );
-    let ok = ty
-        .row_bytes(x.len)
-        .map(|rb| rb == row.len())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "row of {} bytes does not match {} {ty} elements",
-        row.len(),
-        x.len
-    );
-}
-
-pub fn dot_f32(row: &[u8], x: &[f32]) -> f32 {
-    row.chunks_exact(4)
-        .zip(x)
-        .map(|(c, &v)| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * v)
-        .sum()
-}
-
-pub fn dot_f16(row: &[u8], x: &[f32]) -> f32 {
-    row.chunks_exact(2)
-        .zip(x)
-        .map(|(c, &v)| f16::from_le_bytes([c[0], c[1]]).to_f32() * v)
-        .sum()
-}
-
-pub fn dot_bf16(row: &[u8], x: &[f32]) -> f32 {
-    row.chunks_exact(2)
-        .zip(x)
-        .map(|(c, &v)| bf16::from_le_bytes([c[0], c[1]]).to_f32() * v)
-        .sum()
-}
-
-/// Integer weights of a 32-block of Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 (without the Q4_0/Q5_0 bias
-/// removed for the min formats), and the byte offset after the scale fields.
 #[inline(always)]
-pub(crate) fn unpack_q32(ty: GgmlType, b: &[u8], q: &mut [i32; 32]) {
-    use GgmlType::*;
-    match ty {
-        Q8_0 => {
-            for (q, &v) in q.iter_mut().zip(&b[2..34]) {
-                *q = v as i8 as i32;
-            }
-        }
-        _ => {
-            let (off, five) = match ty {
-                Q4_0 => (2, false),
-                Q4_1 => (4, false),
-                Q5_0 => (2, true),
-                _ => (4, true),
-            };
-            let qh = if five {
-                u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
-            } else {
-                0
-            };
-            let qs = &b[off + if five { 4 } else { 0 }..];
-            let bias = match ty {
-                Q4_0 => 8,
-                Q5_0 => 16,
-                _ => 0,
-            };
-            for j in 0..16 {
-                q[j] = ((qs[j] & 0xF) as u32 | (((qh >> j) & 1) << 4)) as i32 - bias;
-                q[j + 16] = ((qs[j] >> 4) as u32 | (((qh >> (j + 16)) & 1) << 4)) as i32 - bias;
-            }
-        }
-    }
+fn i8s(b: &[u8]) -> impl Iterator<Item = i32> + '_ {
+    b.iter().map(|&v| v as i8 as i32)
 }
 
-/// Q4_0/Q5_0/Q8_0 weights against Q8_0 activations: sum_b d_w*d_x*sum(q_w*q_x).
-pub fn dot_q_q8_0(ty: GgmlType, row: &[u8], x: &QuantizedVec) -> f32 {
-    let bb = ty.block_bytes();
-    let mut q = [0i32; 32];
-    let mut sum = 0.0f32;
-    for (i, b) in row.chunks_exact(bb).enumerate() {
-        unpack_q32(ty, b, &mut q);
-        let xq = &x.qs[32 * i..32 * i + 32];
-        let sumi: i32 = q.iter().zip(xq).map(|(&a, &b)| a * b as i32).sum();
-        sum += f16_at(b, 0) * x.d[i] * sumi as f32;
-    }
-    sum
+pub fn dot_f32(w: &[u8], x: &[f32]) -> f32 {
+    w.chunks_exact(4)
+        .zip(x)
+        .map(|(w, x)| f32_at(w, 0) * x)
+        .sum()
 }
 
-/// Q4_1/Q5_1 weights against Q8_1 activations: adds m_w * d_x*sum(q_x) per block.
-pub fn dot_q_q8_1(ty: GgmlType, row: &[u8], x: &QuantizedVec) -> f32 {
-    let bb = ty.block_bytes();
-    let mut q = [0i32; 32];
-    let mut sum = 0.0f32;
-    for (i, b) in row.chunks_exact(bb).enumerate() {
-        unpack_q32(ty, b, &mut q);
-        let xq = &x.qs[32 * i..32 * i + 32];
-        let sumi: i32 = q.iter().zip(xq).map(|(&a, &b)| a * b as i32).sum();
-        sum += f16_at(b, 0) * x.d[i] * sumi as f32 + f16_at(b, 2) * x.s[i];
-    }
-    sum
+pub fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+    w.chunks_exact(2)
+        .zip(x)
+        .map(|(w, x)| f16_at(w, 0) * x)
+        .sum()
 }
 
-/// k-quant weights against Q8_K activations, via the shared integer unpacking.
-pub fn dot_k_q8k(ty: GgmlType, row: &[u8], x: &QuantizedVec) -> f32 {
-    let bb = ty.block_bytes();
-    let mut kb = KBlock::new();
-    let mut sum = 0.0f32;
-    for (i, b) in row.chunks_exact(bb).enumerate() {
-        kb.unpack(ty, b);
-        let xq = &x.qs[QK_K * i..QK_K * (i + 1)];
-        let bs = &x.bsums[16 * i..16 * i + 16];
-        let mut sumi = 0i32;
-        let mut summ = 0i32;
-        for k in 0..16 {
-            let s: i32 = (16 * k..16 * k + 16)
-                .map(|j| kb.q[j] as i32 * xq[j] as i32)
-                .sum();
-            sumi += kb.sc[k] * s;
-            summ += kb.m[k] * bs[k] as i32;
-        }
-        sum += x.d[i] * (kb.d * sumi as f32 - kb.dmin * summ as f32);
+pub fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
+    w.chunks_exact(2)
+        .zip(x)
+        .map(|(w, x)| bf16_at(w, 0) * x)
+        .sum()
+}
+
+pub fn dot_q4_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
+    let mut acc = 0.0f32;
+    for (wb, xb) in w.chunks_exact(18).zip(x.chunks_exact(34)) {
+        let mut q = [0i8; 32];
+        unpack_q4(&wb[2..18], &mut q);
+        let s: i32 = q
+            .iter()
+            .zip(i8s(&xb[2..34]))
+            .map(|(&q, x)| (q as i32 - 8) * x)
+            .sum();
+        acc += f16_at(wb, 0) * f16_at(xb, 0) * s as f32;
     }
-    sum
+    acc
+}
+
+pub fn dot_q4_1_q8_1(w: &[u8], x: &[u8]) -> f32 {
+    let mut acc = 0.0f32;
+    for (wb, xb) in w.chunks_exact(20).zip(x.chunks_exact(36)) {
+        let mut q = [0i8; 32];
+        unpack_q4(&wb[4..20], &mut q);
+        let s: i32 = q
+            .iter()
+            .zip(i8s(&xb[4..36]))
+            .map(|(&q, x)| q as i32 * x)
+            .sum();
+        acc += f16_at(wb, 0) * f16_at(xb, 0) * s as f32 + f16_at(wb, 2) * f16_at(xb, 2);
+    }
+    acc
+}
+
+pub fn dot_q5_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
+    let mut acc = 0.0f32;
+    for (wb, xb) in w.chunks_exact(22).zip(x.chunks_exact(34)) {
+        let mut q = [0i8; 32];
+        unpack_q5(&wb[2..6], &wb[6..22], &mut q);
+        let s: i32 = q
+            .iter()
+            .zip(i8s(&xb[2..34]))
+            .map(|(&q, x)| (q as i32 - 16) * x)
+            .sum();
+        acc += f16_at(wb, 0) * f16_at(xb, 0) * s as f32;
+    }
+    acc
+}
+
+pub fn dot_q5_1_q8_1(w: &[u8], x: &[u8]) -> f32 {
+    let mut acc = 0.0f32;
+    for (wb, xb) in w.chunks_exact(24).zip(x.chunks_exact(36)) {
+        let mut q = [0i8; 32];
+        unpack_q5(&wb[4..8], &wb[8..24], &mut q);
+        let s: i32 = q
+            .iter()
+            .zip(i8s(&xb[4..36]))
+            .map(|(&q, x)| q as i32 * x)
+            .sum();
+        acc += f16_at(wb, 0) * f16_at(xb, 0) * s as f32 + f16_at(wb, 2) * f16_at(xb, 2);
+    }
+    acc
+}
+
+pub fn dot_q8_0_q8_0(w: &[u8], x: &[u8]) -> f32 {
+    let mut acc = 0.0f32;
+    for (wb, xb) in w.chunks_exact(34).zip(x.chunks_exact(34)) {
+        let s: i32 = i8s(&wb[2..34])
+            .zip(i8s(&xb[2..34]))
+            .map(|(a, b)| a * b)
+            .sum();
+        acc += f16_at(wb, 0) * f16_at(xb, 0) * s as f32;
+    }
+    acc
+}
+
+/// Sum over groups of `g` codes of `scale[group] * sum(q * x)`.
+#[inline(always)]
+fn scaled_isum(q: &[i8; 256], x: &[u8], g: usize, scale: impl Fn(usize) -> i32) -> i32 {
+    q.chunks_exact(g)
+        .zip(x.chunks_exact(g))
+        .enumerate()
+        .map(|(j, (q, x))| {
+            let s: i32 = q.iter().zip(i8s(x)).map(|(&q, x)| q as i32 * x).sum();
+            scale(j) * s
+        })
+        .sum()
+}
+
+#[inline(always)]
+fn bsum(xb: &[u8], g: usize) -> i32 {
+    let off = Q8K_BSUMS + 2 * g;
+    i16::from_le_bytes([xb[off], xb[off + 1]]) as i32
+}
+
+pub fn dot_q2_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
+    let mut acc = 0.0f32;
+    for (wb, xb) in w.chunks_exact(84).zip(x.chunks_exact(292)) {
+        let mut q = [0i8; 256];
+        unpack_q2k(wb, &mut q);
+        let sc = &wb[Q2K_SCALES..Q2K_SCALES + 16];
+        let xq = &xb[Q8K_QS..Q8K_QS + 256];
+        let sumi = scaled_isum(&q, xq, 16, |j| (sc[j] & 0xF) as i32);
+        let mins: i32 = (0..16).map(|j| (sc[j] >> 4) as i32 * bsum(xb, j)).sum();
+        let dx = f32_at(xb, 0);
+        acc += dx * f16_at(wb, Q2K_D) * sumi as f32 - dx * f16_at(wb, Q2K_DMIN) * mins as f32;
+    }
+    acc
+}
+
+pub fn dot_q3_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
+    let mut acc = 0.0f32;
+    for (wb, xb) in w.chunks_exact(110).zip(x.chunks_exact(292)) {
+        let mut q = [0i8; 256];
+        unpack_q3k(wb, &mut q);
+        let sc = q3k_scales(&wb[Q3K_SCALES..Q3K_SCALES + 12]);
+        let sumi = scaled_isum(&q, &xb[Q8K_QS..Q8K_QS + 256], 16, |j| sc[j] as i32);
+        acc += f32_at(xb, 0) * f16_at(wb, Q3K_D) * sumi as f32;
+    }
+    acc
+}
+
+fn dot_k4_like(w: &[u8], x: &[u8], bb: usize, unpack: fn(&[u8], &mut [i8; 256])) -> f32 {
+    let mut acc = 0.0f32;
+    for (wb, xb) in w.chunks_exact(bb).zip(x.chunks_exact(292)) {
+        let mut q = [0i8; 256];
+        unpack(wb, &mut q);
+        let (sc, m) = k4_scales_mins(&wb[Q4K_SCALES..Q4K_SCALES + 12]);
+        let sumi = scaled_isum(&q, &xb[Q8K_QS..Q8K_QS + 256], 32, |j| sc[j] as i32);
+        let mins: i32 = (0..8)
+            .map(|j| m[j] as i32 * (bsum(xb, 2 * j) + bsum(xb, 2 * j + 1)))
+            .sum();
+        let dx = f32_at(xb, 0);
+        acc += dx * f16_at(wb, Q4K_D) * sumi as f32 - dx * f16_at(wb, Q4K_DMIN) * mins as f32;
+    }
+    acc
+}
+
+pub fn dot_q4_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
+    dot_k4_like(w, x, 144, unpack_q4k)
+}
+
+pub fn dot_q5_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
+    dot_k4_like(w, x, 176, unpack_q5k)
+}
+
+pub fn dot_q6_k_q8_k(w: &[u8], x: &[u8]) -> f32 {
+    let mut acc = 0.0f32;
+    for (wb, xb) in w.chunks_exact(210).zip(x.chunks_exact(292)) {
+        let mut q = [0i8; 256];
+        unpack_q6k(wb, &mut q);
+        let sc = &wb[Q6K_SCALES..Q6K_SCALES + 16];
+        let sumi = scaled_isum(&q, &xb[Q8K_QS..Q8K_QS + 256], 16, |j| sc[j] as i8 as i32);
+        acc += f32_at(xb, 0) * f16_at(wb, Q6K_D) * sumi as f32;
+    }
+    acc
+}
+
+/// The scalar kernel for weights of type `ty`, for comparing against the SIMD ones.
+pub fn dot_kernel(ty: super::GgmlType) -> Option<super::DotKernel> {
+    super::dot::scalar_kernel(ty)
 }
