@@ -16,7 +16,7 @@ use crate::quant::GgmlType;
 
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
-const MAX_ARRAY_DEPTH: usize = 8;
+pub(crate) const MAX_ARRAY_DEPTH: usize = 8;
 const MAX_DIMS: u32 = 4;
 
 /// Description of one tensor in the file.
