@@ -253,10 +253,8 @@ impl GgufWriter {
     {
         let path = path.as_ref();
         let tmp = TempPath::new(path)?;
-        let file = File::create(&tmp.0).map_err(|source| GgufError::Open {
-            path: tmp.0.clone(),
-            source,
-        })?;
+        let file = File::create(&tmp.0)
+            .map_err(|e| werr(format!("cannot create {}: {e}", tmp.0.display())))?;
         let mut tw = self.write_header(BufWriter::with_capacity(1 << 20, file))?;
         fill(&mut tw)?;
         let buf = tw.finish()?;
@@ -285,9 +283,12 @@ impl TempPath {
     }
 
     fn persist(self, to: &Path) -> Result<()> {
-        std::fs::rename(&self.0, to).map_err(|source| GgufError::Open {
-            path: to.to_path_buf(),
-            source,
+        std::fs::rename(&self.0, to).map_err(|e| {
+            werr(format!(
+                "cannot rename {} to {}: {e}",
+                self.0.display(),
+                to.display()
+            ))
         })?;
         std::mem::forget(self);
         Ok(())
