@@ -267,3 +267,32 @@ fn dump_for_python() {
         std::fs::write(dir.join(format!("{name}.json")), desc.to_string()).unwrap();
     }
 }
+
+/// Seed inputs for the `gguf_header` fuzz target (see fuzz/README.md), written into
+/// `$GGUF_SEED_DIR`: small files covering every value type, both alignments and many tensor
+/// types.
+#[test]
+#[ignore = "run by hand to seed the fuzz corpus"]
+fn write_fuzz_seeds() {
+    let dir = std::path::PathBuf::from(std::env::var("GGUF_SEED_DIR").expect("GGUF_SEED_DIR"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, alignment) in [("every_value_a32", None), ("every_value_a64", Some(64))] {
+        let (w, data) = every_value_file(alignment);
+        let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        std::fs::write(dir.join(name), w.to_bytes(&refs).unwrap()).unwrap();
+    }
+    let mut w = GgufWriter::new();
+    w.add_str("general.architecture", "llama").unwrap();
+    for ty in GgmlType::ALL {
+        w.add_tensor(format!("t.{ty}"), &[ty.block_len() as u64, 1], ty)
+            .unwrap();
+    }
+    let data: Vec<Vec<u8>> = w
+        .tensors()
+        .iter()
+        .map(|t| vec![0x5A; t.n_bytes()])
+        .collect();
+    let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+    std::fs::write(dir.join("all_types"), w.to_bytes(&refs).unwrap()).unwrap();
+    std::fs::write(dir.join("empty"), GgufWriter::new().to_bytes(&[]).unwrap()).unwrap();
+}
