@@ -36,7 +36,9 @@ fn rewrite_round_trip(f: &GgufFile) {
         }
     }
     let data: Vec<&[u8]> = f.tensors.iter().map(|t| f.view(t).data).collect();
-    let bytes = w.to_bytes(&data).expect("writer accepted every declaration");
+    let bytes = w
+        .to_bytes(&data)
+        .expect("writer accepted every declaration");
     let g = GgufFile::from_bytes(bytes).expect("re-written file parses");
     assert_eq!(g.metadata.len(), f.metadata.len());
     for ((k1, v1), (k2, v2)) in f.metadata.iter().zip(&g.metadata) {
