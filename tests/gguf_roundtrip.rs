@@ -2,7 +2,7 @@
 //! re-written tensor by tensor.
 mod common;
 
-use powerinfer::gguf::{GgufFile, GgufWriter, Value, ValueType};
+use powerinfer::gguf::{align_up, GgufFile, GgufWriter, Value, ValueType};
 use powerinfer::quant::GgmlType;
 
 /// One value of every type, plus empty, string and nested arrays.
@@ -295,4 +295,82 @@ fn write_fuzz_seeds() {
     let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
     std::fs::write(dir.join("all_types"), w.to_bytes(&refs).unwrap()).unwrap();
     std::fs::write(dir.join("empty"), GgufWriter::new().to_bytes(&[]).unwrap()).unwrap();
+}
+
+/// Counts bytes instead of storing them, keeping only the first few KB (the header).
+struct CountingSink {
+    len: u64,
+    head: Vec<u8>,
+}
+
+impl std::io::Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let keep = buf.len().min(65536usize.saturating_sub(self.head.len()));
+        self.head.extend_from_slice(&buf[..keep]);
+        self.len += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A LLaMA-7B-shaped Q8_0 file (~6.7 GiB) streamed in 1 MiB chunks from one reused buffer:
+/// offsets past 4 GiB stay exact, and the byte count equals the promised file length.
+#[test]
+fn seven_b_shaped_file_streams_in_chunks() {
+    let (d, ff, layers, vocab) = (4096u64, 11008u64, 32, 32000u64);
+    let mut w = GgufWriter::new();
+    w.add_str("general.architecture", "llama").unwrap();
+    w.add("llama.block_count", Value::U32(layers)).unwrap();
+    w.add_tensor("token_embd.weight", &[d, vocab], GgmlType::Q8_0)
+        .unwrap();
+    for l in 0..layers {
+        w.add_tensor(format!("blk.{l}.attn_norm.weight"), &[d], GgmlType::F32)
+            .unwrap();
+        for m in ["q", "k", "v", "output"] {
+            w.add_tensor(format!("blk.{l}.attn_{m}.weight"), &[d, d], GgmlType::Q8_0)
+                .unwrap();
+        }
+        w.add_tensor(format!("blk.{l}.ffn_norm.weight"), &[d], GgmlType::F32)
+            .unwrap();
+        for (m, dims) in [("gate", [d, ff]), ("up", [d, ff]), ("down", [ff, d])] {
+            w.add_tensor(format!("blk.{l}.ffn_{m}.weight"), &dims, GgmlType::Q8_0)
+                .unwrap();
+        }
+    }
+    w.add_tensor("output_norm.weight", &[d], GgmlType::F32)
+        .unwrap();
+    w.add_tensor("output.weight", &[d, vocab], GgmlType::Q8_0)
+        .unwrap();
+    let tensors = w.tensors().to_vec();
+    let (file_len, header_len) = (w.file_len(), w.header_len());
+    assert!(file_len > 6 << 30, "{file_len}");
+    let mut tw = w
+        .write_header(CountingSink {
+            len: 0,
+            head: Vec::new(),
+        })
+        .unwrap();
+    let chunk = vec![0x11u8; 1 << 20];
+    for t in &tensors {
+        tw.begin_tensor(&t.name).unwrap();
+        let mut left = t.n_bytes();
+        while left > 0 {
+            let n = left.min(chunk.len());
+            tw.write_chunk(&chunk[..n]).unwrap();
+            left -= n;
+        }
+    }
+    let sink = tw.finish().unwrap();
+    assert_eq!(sink.len, file_len);
+    assert_eq!(&sink.head[..4], b"GGUF");
+    let n_tensors = u64::from_le_bytes(sink.head[8..16].try_into().unwrap());
+    assert_eq!(n_tensors, 1 + 9 * layers as u64 + 2);
+    let last = tensors.last().unwrap();
+    assert!(last.offset > 4 << 30, "{}", last.offset);
+    assert_eq!(
+        file_len,
+        header_len + last.offset + align_up(last.n_bytes() as u64, 32)
+    );
 }
