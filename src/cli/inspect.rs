@@ -107,11 +107,14 @@ impl<'a> Report<'a> {
         }
         for t in &file.tensors {
             let tot = r.by_type.entry(t.ty.name()).or_default();
+            // Saturating: the reader does not forbid tensors that share data, so totals of a
+            // hostile file need not be bounded by its size.
+            let (n, b) = (t.n_elements(), t.n_bytes() as u64);
             tot.count += 1;
-            tot.elements += t.n_elements();
-            tot.bytes += t.n_bytes() as u64;
-            r.elements += t.n_elements();
-            r.tensor_bytes += t.n_bytes() as u64;
+            tot.elements = tot.elements.saturating_add(n);
+            tot.bytes = tot.bytes.saturating_add(b);
+            r.elements = r.elements.saturating_add(n);
+            r.tensor_bytes = r.tensor_bytes.saturating_add(b);
         }
         r
     }
