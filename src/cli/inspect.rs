@@ -399,8 +399,8 @@ mod tests {
     }
 
     /// A small synthetic model written with our writer.
-    fn synthetic() -> PathBuf {
-        let p = tmp("synthetic.gguf");
+    fn synthetic(name: &str) -> PathBuf {
+        let p = tmp(name);
         let mut w = GgufWriter::new();
         w.add_str("general.architecture", "qwen2").unwrap();
         w.add_str("general.name", "tiny").unwrap();
@@ -428,7 +428,7 @@ mod tests {
 
     #[test]
     fn synthetic_model_text_and_json() {
-        let p = synthetic();
+        let p = synthetic("synthetic.gguf");
         let text = render(&args(p.clone(), true, false)).unwrap();
         for (key, value) in [
             ("GGUF version:", "3"),
@@ -527,5 +527,39 @@ mod tests {
             .sum();
         assert_eq!(by_type_bytes, j["tensor_bytes"].as_u64().unwrap());
         assert!(j["tensor_bytes"].as_u64().unwrap() < j["file_bytes"].as_u64().unwrap());
+    }
+
+    /// Damaged copies of a valid file (deterministic byte smashes and truncations): the report
+    /// is an error or a report, never a panic.
+    #[test]
+    fn damaged_files_never_panic() {
+        let good = std::fs::read(synthetic("to-damage.gguf")).unwrap();
+        let p = tmp("damaged.gguf");
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let (mut ok, mut err) = (0, 0);
+        for i in 0..300 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mut b = good.clone();
+            let pos = (state >> 16) as usize % b.len();
+            if i % 5 == 0 {
+                b.truncate(pos);
+            } else {
+                b[pos] = [0x00, 0xFF, 0x80, state as u8][i % 4];
+            }
+            std::fs::write(&p, &b).unwrap();
+            for json in [false, true] {
+                let r = std::panic::catch_unwind(|| render(&args(p.clone(), true, json)));
+                match r.expect("inspect panicked") {
+                    Ok(_) => ok += 1,
+                    Err(e) => {
+                        assert!(format!("{e:#}").contains("damaged.gguf"), "{e:#}");
+                        err += 1;
+                    }
+                }
+            }
+        }
+        assert!(ok > 0 && err > 0, "{ok} ok, {err} errors");
     }
 }

@@ -276,9 +276,12 @@ impl TempPath {
         let name = final_path
             .file_name()
             .ok_or_else(|| werr(format!("{} has no file name", final_path.display())))?;
+        // Unique per process and per call, so concurrent writers of one path never share it.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut tmp_name = std::ffi::OsString::from(".");
         tmp_name.push(name);
-        tmp_name.push(format!(".tmp{}", std::process::id()));
+        tmp_name.push(format!(".tmp{}-{n}", std::process::id()));
         Ok(TempPath(final_path.with_file_name(tmp_name)))
     }
 
@@ -562,6 +565,29 @@ mod tests {
             })
             .unwrap();
         assert_eq!(GgufFile::open(&path).unwrap().tensors.len(), 2);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temp left");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_path_do_not_collide() {
+        let dir = std::env::temp_dir().join(format!("pi-gguf-race-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.gguf");
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    small()
+                        .write_file(&path, |tw| -> Result<()> {
+                            tw.write_tensor_data("a", &[3; 68])?;
+                            tw.write_tensor_data("b", &[4; 12])
+                        })
+                        .unwrap()
+                });
+            }
+        });
+        let f = GgufFile::open(&path).unwrap();
+        assert_eq!(f.tensor("b").unwrap().data, &[4; 12][..]);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temp left");
         std::fs::remove_dir_all(&dir).unwrap();
     }
