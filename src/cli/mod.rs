@@ -4,6 +4,7 @@
 mod bench;
 mod chat;
 mod common;
+mod inspect;
 mod run;
 mod tokenize;
 
@@ -25,6 +26,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Show a GGUF file's architecture, hyper-parameters, tensors and tokenizer
+    Inspect(inspect::InspectArgs),
     /// Print the token ids of a text
     Tokenize(tokenize::TokenizeArgs),
     /// Complete a prompt
@@ -37,6 +40,7 @@ pub enum Command {
 
 pub fn main(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
+        Command::Inspect(a) => inspect::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Run(a) => run::run(a),
         Command::Chat(a) => chat::run(a),

@@ -2,15 +2,18 @@ use std::path::PathBuf;
 
 /// Everything that can be wrong with a GGUF file. Each message names the problem and, where it
 /// helps, the byte offset or tensor involved.
+///
+/// The I/O variants print their cause in their own message and deliberately do not also expose
+/// it as `source()`, or `{:#}` (anyhow's chain) would print the cause twice.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
-    #[error("cannot open {path}: {source}")]
+    #[error("cannot open {path}: {cause}")]
     Open {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("not a GGUF file: bad magic {0:02x?} (expected \"GGUF\")")]
     BadMagic([u8; 4]),
     #[error("unsupported GGUF version {0} (supported: 2 and 3)")]
@@ -63,6 +66,12 @@ pub enum GgufError {
     Metadata { key: String, msg: String },
     #[error("GGUF writer: {0}")]
     Write(String),
+}
+
+impl From<std::io::Error> for GgufError {
+    fn from(e: std::io::Error) -> Self {
+        GgufError::Io(e)
+    }
 }
 
 pub type Result<T, E = GgufError> = std::result::Result<T, E>;

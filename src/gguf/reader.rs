@@ -16,7 +16,7 @@ use crate::quant::GgmlType;
 
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
-const MAX_ARRAY_DEPTH: usize = 8;
+pub(crate) const MAX_ARRAY_DEPTH: usize = 8;
 const MAX_DIMS: u32 = 4;
 
 /// Description of one tensor in the file.
@@ -136,15 +136,15 @@ impl GgufFile {
     /// Map and parse a file.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|source| GgufError::Open {
+        let file = File::open(path).map_err(|cause| GgufError::Open {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         // SAFETY: the map is read-only; like every mmap-based model loader we assume the file is
         // not truncated by another process while we run.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| GgufError::Open {
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|cause| GgufError::Open {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         Self::parse(Storage::Mmap(map))
     }
