@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the registry models the tests use (cached, sha256-verified),
 # then runs every test of the workspace. Model tests are built optimised ([profile.test]).
+# Ends with one total line over all test binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-models.sh smollm2 gemma3 qwen05
 # With the models installed, a test that cannot find one fails instead of skipping.
 export POWERINFER_REQUIRE_MODELS=1
-cargo test --workspace --locked "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "total: %d passed, %d failed, %d skipped\n", p, f, i }' \
+  "${log}"
+exit "$status"

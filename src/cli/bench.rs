@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use anyhow::Context;
 use powerinfer::backend::Backend;
 use serde::Serialize;
 
@@ -24,6 +25,9 @@ pub struct BenchArgs {
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
+    /// Also write the JSON report to this file
+    #[arg(long)]
+    pub json_out: Option<std::path::PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -140,8 +144,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         model_file_mib: mib(model.file.bytes().len()),
         kv_cache_mib: mib(kv_bytes),
     };
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(p) = &args.json_out {
+        std::fs::write(p, &json).with_context(|| format!("writing {}", p.display()))?;
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{json}");
     } else {
         println!(
             "| model | backend | test | tok/s (median) | min | max |\n|---|---|---|---:|---:|---:|"
