@@ -208,33 +208,63 @@ fn gather_matvec_equals_selected_rows() {
     }
 }
 
+/// Activations like real ones with massive outliers: per 32-element block, either ordinary
+/// values, tiny ones (~1e-2), or tiny ones with a few ~1e3 spikes (SmolLM2 feeds |x| ~ 2800
+/// into layer 11's ffn_down), so that any change in summation order shows in the result.
+fn outlier_vec(rng: &mut Rng, n: usize) -> Vec<f32> {
+    let mut x = rng.vec(n);
+    for block in x.chunks_mut(32) {
+        match rng.u64() % 3 {
+            0 => {}
+            1 => block.iter_mut().for_each(|v| *v *= 1e-2),
+            _ => {
+                block.iter_mut().for_each(|v| *v *= 1e-2);
+                for _ in 0..1 + rng.u64() % 3 {
+                    let j = (rng.u64() % block.len() as u64) as usize;
+                    block[j] = 1e3 * (1.0 + rng.f32());
+                }
+            }
+        }
+    }
+    x
+}
+
+/// The types with four-input (prefill) kernels.
+const X4_TYPES: [GgmlType; 5] = [
+    GgmlType::Q4_1,
+    GgmlType::Q8_0,
+    GgmlType::Q5_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+];
+
 #[test]
-fn matmul_equals_separate_matvecs() {
+fn matmul_equals_separate_matvecs_bit_exactly() {
     let mut rng = Rng::new(6);
-    for ty in [
-        GgmlType::Q4_1,
-        GgmlType::Q8_0,
-        GgmlType::Q6_K,
-        GgmlType::F16,
-    ] {
-        for (rows, cols, n) in [(64, 256, 3), (576, 1536, 9), (1536, 512, 2), (300, 512, 16)] {
+    let types = X4_TYPES
+        .into_iter()
+        .chain([GgmlType::Q4_0, GgmlType::Q5_K, GgmlType::F16]);
+    for ty in types {
+        let bl = ty.block_len();
+        // Serial and parallel paths, odd and even block counts.
+        for (rows, cols) in [(64, 3 * bl.max(32)), (576, 1536), (300, 5 * bl.max(32))] {
             let data = random_matrix(&mut rng, ty, rows, cols);
             let w = QMatrix::new(ty, rows, cols, &data).unwrap();
-            let xs = rng.vec(n * cols);
-            let mut ys = vec![f32::NAN; n * rows];
-            matmul(&w, &xs, &mut ys);
-            for b in 0..n {
-                let x = &xs[b * cols..(b + 1) * cols];
-                let mut y = vec![0.0; rows];
-                matvec(&w, x, &mut y);
-                let xd = dequant_x(&QuantizedVec::new(ty, x));
-                for (r, (&got, &want)) in ys[b * rows..(b + 1) * rows].iter().zip(&y).enumerate() {
-                    // Multi-input kernels may sum blocks in another order than matvec's.
-                    let mag = dot64(&dequant(ty, w.row(r), cols), &xd).1 as f32;
-                    assert!(
-                        (got - want).abs() <= 2e-6 * mag + 1e-6,
-                        "{ty} input {b} row {r}: {got} vs {want}"
-                    );
+            for n in 1..=9 {
+                let xs = outlier_vec(&mut rng, n * cols);
+                let mut ys = vec![f32::NAN; n * rows];
+                matmul(&w, &xs, &mut ys);
+                for b in 0..n {
+                    let mut y = vec![f32::NAN; rows];
+                    matvec(&w, &xs[b * cols..(b + 1) * cols], &mut y);
+                    let got = &ys[b * rows..(b + 1) * rows];
+                    for (r, (g, want)) in got.iter().zip(&y).enumerate() {
+                        assert_eq!(
+                            g.to_bits(),
+                            want.to_bits(),
+                            "{ty} {rows}x{cols} n={n} input {b} row {r}: {g} vs {want}"
+                        );
+                    }
                 }
             }
         }
@@ -253,45 +283,66 @@ fn qmatrix_new_rejects_bad_shapes() {
 
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn four_input_kernels_equal_single_kernels() {
+fn four_input_kernels_bit_identical_to_single_kernels() {
     use powerinfer::quant::avx2;
+    if !avx2::available() {
+        return;
+    }
     let mut rng = Rng::new(7);
-    let mut tested = 0;
+    let mut pairs = 0;
     for ty in DOT_TYPES {
-        let variants: Vec<_> = [false, true]
-            .into_iter()
-            .filter_map(|v| avx2::kernel4_with(ty, v))
-            .collect();
-        if variants.is_empty() {
-            continue;
-        }
-        for (k4, n) in variants
-            .iter()
-            .flat_map(|k| lengths(ty).into_iter().map(move |n| (k, n)))
-        {
-            let row = random_row(&mut rng, ty, n);
-            let xs: Vec<QuantizedVec> =
-                (0..4).map(|_| QuantizedVec::new(ty, &rng.vec(n))).collect();
-            let mut out = [f32::NAN; 4];
-            k4(
-                &row,
-                [xs[0].bytes(), xs[1].bytes(), xs[2].bytes(), xs[3].bytes()],
-                &mut out,
-            );
-            for (x, got) in xs.iter().zip(out) {
-                let want = scalar::dot_kernel(ty).unwrap().dot(&row, x);
-                let mag = dot64(&dequant(ty, &row, n), &dequant_x(x)).1 as f32;
-                assert!(
-                    (got - want).abs() <= 2e-6 * mag + 1e-6,
-                    "{ty} n={n}: {got} vs {want}"
-                );
+        assert_eq!(avx2::kernel4(ty).is_some(), X4_TYPES.contains(&ty), "{ty}");
+        // Each four-input variant against the single kernel of the same variant (the one
+        // `matvec` uses where it is the best this CPU has).
+        for vnni in [false, true] {
+            let Some(k4) = avx2::kernel4_with(ty, vnni) else {
+                continue;
+            };
+            let k1 = avx2::kernel_with(ty, vnni).unwrap();
+            pairs += 1;
+            let bl = ty.block_len().max(32);
+            let lengths = (1..=20)
+                .map(|k| k * bl)
+                .chain([8192, 8192 + bl, 8192 + 3 * bl]);
+            for n in lengths {
+                for trial in 0..3 {
+                    let row = random_row(&mut rng, ty, n);
+                    let xs: Vec<QuantizedVec> = (0..4)
+                        .map(|i| {
+                            let x = if (i + trial) % 4 == 0 {
+                                rng.vec(n)
+                            } else {
+                                outlier_vec(&mut rng, n)
+                            };
+                            QuantizedVec::new(ty, &x)
+                        })
+                        .collect();
+                    let mut out = [f32::NAN; 4];
+                    k4(
+                        &row,
+                        [xs[0].bytes(), xs[1].bytes(), xs[2].bytes(), xs[3].bytes()],
+                        &mut out,
+                    );
+                    for (i, (x, got)) in xs.iter().zip(out).enumerate() {
+                        let want = k1.dot(&row, x);
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{ty} vnni={vnni} n={n} input {i}: {got} vs {want}"
+                        );
+                        let scalar = scalar::dot_kernel(ty).unwrap().dot(&row, x);
+                        let mag = dot64(&dequant(ty, &row, n), &dequant_x(x)).1 as f32;
+                        assert!(
+                            (got - scalar).abs() <= 2e-6 * mag + 1e-6,
+                            "{ty} n={n}: {got} vs scalar {scalar}"
+                        );
+                    }
+                }
             }
         }
-        tested += 1;
     }
-    if avx2::available() {
-        assert!(tested >= 5);
-    }
+    let variants = if avx2::has_vnni() { 2 } else { 1 };
+    assert_eq!(pairs, X4_TYPES.len() * variants);
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -68,7 +68,10 @@ pub fn kernel_with(ty: GgmlType, vnni: bool) -> Option<DotKernel> {
 }
 
 /// A kernel that dots one weight row with four activation rows at once (prefill): the
-/// weight block is unpacked once and reused, and the four accumulators run independently.
+/// weight block is unpacked once and reused. For each input it performs exactly the
+/// floating-point operations of the single-input kernel of the same variant, in the same
+/// order (accumulator split, FMA order, horizontal sum, offset terms), so its results are
+/// bit-identical to that kernel's: batching must not change results.
 pub type Dot4 = fn(&[u8], [&[u8]; 4], &mut [f32; 4]);
 
 /// The best four-input kernel for weights of type `ty`, where one exists and the CPU
@@ -77,7 +80,8 @@ pub fn kernel4(ty: GgmlType) -> Option<Dot4> {
     kernel4_with(ty, has_vnni())
 }
 
-/// The four-input kernel for `ty`, using VNNI where `vnni` (`None` if unsupported here).
+/// The four-input kernel for `ty`, using VNNI where `vnni` (`None` if unsupported here); it
+/// matches `kernel_with(ty, vnni)` bit for bit.
 pub fn kernel4_with(ty: GgmlType, vnni: bool) -> Option<Dot4> {
     if !available() || (vnni && !has_vnni()) {
         return None;
@@ -175,32 +179,73 @@ safe_wrapper4_v!(dot4_q5_0_q8_0, q5_0_q8_0_x4, 22, 34);
 safe_wrapper4!(dot4_q4_k_q8_k, q4_k_q8_k_x4, 144, 292);
 safe_wrapper4!(dot4_q6_k_q8_k, q6_k_q8_k_x4, 210, 292);
 
-/// Signed 32-code weight blocks against four Q8_0 rows; `codes(wb)` decodes one block.
+/// The 32 signed codes of a Q5_0 (`Q5`) or Q8_0 block.
 #[inline(always)]
-unsafe fn signed32_x4<const V: bool>(
+unsafe fn signed32_codes<const Q5: bool>(wb: *const u8) -> __m256i {
+    if Q5 {
+        _mm256_sub_epi8(q5_codes(wb.add(2), wb.add(6)), _mm256_set1_epi8(16))
+    } else {
+        _mm256_loadu_si256(wb.add(2) as *const __m256i)
+    }
+}
+
+/// Block `i` of a Q5_0 (`Q5`) or Q8_0 row against four Q8_0 rows, into `acc`.
+#[inline(always)]
+unsafe fn signed32_step<const V: bool, const Q5: bool>(
     w: *const u8,
-    wbb: usize,
+    x: &[*const u8; 4],
+    i: usize,
+    acc: &mut [__m256; 4],
+) {
+    let wb = w.add(if Q5 { 22 } else { 34 } * i);
+    let dw = f16p(wb);
+    let qw = signed32_codes::<Q5>(wb);
+    // |w| and the sign to move onto x, computed once for the four inputs.
+    let aw = _mm256_sign_epi8(qw, qw);
+    for k in 0..4 {
+        let xb = x[k].add(34 * i);
+        let d = _mm256_set1_ps(dw * f16p(xb));
+        let qx = _mm256_loadu_si256(xb.add(2) as *const __m256i);
+        acc[k] = _mm256_fmadd_ps(d, mul_us8_ps::<V>(aw, _mm256_sign_epi8(qx, qw)), acc[k]);
+    }
+}
+
+/// Q5_0 (`Q5`) or Q8_0 weight blocks against four Q8_0 rows.
+///
+/// For each input this performs exactly the floating-point operations of the matching
+/// single-input kernel, in the same order, so batched and one-by-one results are
+/// bit-identical: for Q8_0 blocks alternate between two accumulators (an odd last block joins
+/// the first) and the result is `hsum(a0 + a1)`, as in `q8_0_q8_0`; for Q5_0 one
+/// accumulator, as in `q5_0_q8_0`.
+#[inline(always)]
+unsafe fn signed32_x4<const V: bool, const Q5: bool>(
+    w: *const u8,
     x: [*const u8; 4],
     nb: usize,
     out: &mut [f32; 4],
-    codes: impl Fn(*const u8) -> __m256i,
 ) {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for i in 0..nb {
-        let wb = w.add(wbb * i);
-        let dw = f16p(wb);
-        let qw = codes(wb);
-        // |w| and the sign to move onto x, computed once for the four inputs.
-        let aw = _mm256_sign_epi8(qw, qw);
-        for k in 0..4 {
-            let xb = x[k].add(34 * i);
-            let d = _mm256_set1_ps(dw * f16p(xb));
-            let qx = _mm256_loadu_si256(xb.add(2) as *const __m256i);
-            acc[k] = _mm256_fmadd_ps(d, mul_us8_ps::<V>(aw, _mm256_sign_epi8(qx, qw)), acc[k]);
+    let mut a0 = [_mm256_setzero_ps(); 4];
+    if Q5 {
+        for i in 0..nb {
+            signed32_step::<V, Q5>(w, &x, i, &mut a0);
         }
-    }
-    for k in 0..4 {
-        out[k] = hsum_ps(acc[k]);
+        for k in 0..4 {
+            out[k] = hsum_ps(a0[k]);
+        }
+    } else {
+        let mut a1 = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 2 <= nb {
+            signed32_step::<V, Q5>(w, &x, i, &mut a0);
+            signed32_step::<V, Q5>(w, &x, i + 1, &mut a1);
+            i += 2;
+        }
+        if i < nb {
+            signed32_step::<V, Q5>(w, &x, i, &mut a0);
+        }
+        for k in 0..4 {
+            out[k] = hsum_ps(_mm256_add_ps(a0[k], a1[k]));
+        }
     }
 }
 
@@ -211,11 +256,10 @@ unsafe fn q5_0_q8_0_x4<const V: bool>(
     nb: usize,
     out: &mut [f32; 4],
 ) {
-    signed32_x4::<V>(w, 22, x, nb, out, |wb| {
-        _mm256_sub_epi8(q5_codes(wb.add(2), wb.add(6)), _mm256_set1_epi8(16))
-    })
+    signed32_x4::<V, true>(w, x, nb, out)
 }
 
+/// Per input, the floating-point operations of `q4_k_q8_k` (`k4_like`) in the same order.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_k_q8_k_x4(w: *const u8, x: [*const u8; 4], nb: usize, out: &mut [f32; 4]) {
     let m4 = _mm256_set1_epi8(0x0F);
@@ -254,10 +298,12 @@ unsafe fn q4_k_q8_k_x4(w: *const u8, x: [*const u8; 4], nb: usize, out: &mut [f3
     }
 }
 
+/// Per input, the integer lanes and floating-point operations of `q6_k_q8_k`.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6_k_q8_k_x4(w: *const u8, x: [*const u8; 4], nb: usize, out: &mut [f32; 4]) {
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(3);
+    let c32 = _mm256_set1_epi8(32);
     let mut acc = [_mm256_setzero_ps(); 4];
     for i in 0..nb {
         let wb = w.add(210 * i);
@@ -287,18 +333,19 @@ unsafe fn q6_k_q8_k_x4(w: *const u8, x: [*const u8; 4], nb: usize, out: &mut [f3
                 _mm_set1_epi16(*sc.add(2 * c) as i16),
             )
         });
-        // The -32 offset via the activation sums: 32 · Σ_g sc[g] · bsum[g].
-        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(sc as *const __m128i));
         for k in 0..4 {
             let xb = x[k].add(292 * i);
             let xq = xb.add(Q8K_QS);
-            let bs = _mm256_loadu_si256(xb.add(Q8K_BSUMS) as *const __m256i);
-            let mut sumi = _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5);
-            sumi = _mm256_sub_epi32(_mm256_setzero_si256(), sumi);
+            // (q - 32) · x in i16 per pair, then scaled, exactly as `q6_k_q8_k`: each i32
+            // lane gets the same integer, so the f32 steps below match it bit for bit.
+            let mut sumi = _mm256_setzero_si256();
             for c in 0..8 {
                 let xv = _mm256_loadu_si256(xq.add(32 * c) as *const __m256i);
-                let p = _mm256_madd_epi16(scv[c], _mm256_maddubs_epi16(codes[c], xv));
-                sumi = _mm256_add_epi32(sumi, p);
+                let p = _mm256_sub_epi16(
+                    _mm256_maddubs_epi16(codes[c], xv),
+                    _mm256_maddubs_epi16(c32, xv),
+                );
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv[c]));
             }
             let d = _mm256_set1_ps(f32p(xb) * dw);
             acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[k]);
@@ -309,6 +356,44 @@ unsafe fn q6_k_q8_k_x4(w: *const u8, x: [*const u8; 4], nb: usize, out: &mut [f3
     }
 }
 
+/// Block `i` of a Q4_1 row against four Q8_1 rows, into `acc` and `offs`: `offs` lanes 2k
+/// and 2k+1 hold input k's running sums of d_w * d_x and m_w * s_x (the single kernel's
+/// lanes 0 and 1; only the second is used).
+#[inline(always)]
+unsafe fn q4_1_step<const V: bool>(
+    w: *const u8,
+    x: &[*const u8; 4],
+    i: usize,
+    acc: &mut [__m256; 4],
+    offs: &mut __m256,
+) {
+    let wb = w.add(20 * i);
+    let wdm = _mm256_cvtph_ps(_mm_set1_epi32((wb as *const i32).read_unaligned()));
+    let xb = [
+        x[0].add(36 * i),
+        x[1].add(36 * i),
+        x[2].add(36 * i),
+        x[3].add(36 * i),
+    ];
+    let xds = _mm_set_epi32(
+        (xb[3] as *const i32).read_unaligned(),
+        (xb[2] as *const i32).read_unaligned(),
+        (xb[1] as *const i32).read_unaligned(),
+        (xb[0] as *const i32).read_unaligned(),
+    );
+    let ds = _mm256_mul_ps(wdm, _mm256_cvtph_ps(xds));
+    *offs = _mm256_add_ps(*offs, ds);
+    let qw = nibbles(wb.add(4));
+    for k in 0..4 {
+        let d = _mm256_permutevar8x32_ps(ds, _mm256_set1_epi32(2 * k as i32));
+        let qx = _mm256_loadu_si256(xb[k].add(4) as *const __m256i);
+        acc[k] = _mm256_fmadd_ps(d, mul_us8_ps::<V>(qw, qx), acc[k]);
+    }
+}
+
+/// Four inputs, each through exactly the floating-point operations of `q4_1_q8_1` in the same
+/// order: blocks alternate between two accumulators (an odd last block joins the first), the
+/// offset products are summed in block order, and the result is `hsum(a0 + a1) + offs`.
 #[inline(always)]
 unsafe fn q4_1_q8_1_x4<const V: bool>(
     w: *const u8,
@@ -316,22 +401,21 @@ unsafe fn q4_1_q8_1_x4<const V: bool>(
     nb: usize,
     out: &mut [f32; 4],
 ) {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut offs = [_mm_setzero_ps(); 4];
-    for i in 0..nb {
-        let wb = w.add(20 * i);
-        let wdm = f16x2(wb);
-        let qw = nibbles(wb.add(4));
-        for k in 0..4 {
-            let xb = x[k].add(36 * i);
-            let ds = _mm_mul_ps(wdm, f16x2(xb));
-            offs[k] = _mm_add_ps(offs[k], ds);
-            let qx = _mm256_loadu_si256(xb.add(4) as *const __m256i);
-            acc[k] = _mm256_fmadd_ps(_mm256_broadcastss_ps(ds), mul_us8_ps::<V>(qw, qx), acc[k]);
-        }
+    let (mut a0, mut a1) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+    let mut offs = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 2 <= nb {
+        q4_1_step::<V>(w, &x, i, &mut a0, &mut offs);
+        q4_1_step::<V>(w, &x, i + 1, &mut a1, &mut offs);
+        i += 2;
     }
+    if i < nb {
+        q4_1_step::<V>(w, &x, i, &mut a0, &mut offs);
+    }
+    let mut o = [0.0f32; 8];
+    _mm256_storeu_ps(o.as_mut_ptr(), offs);
     for k in 0..4 {
-        out[k] = hsum_ps(acc[k]) + _mm_cvtss_f32(_mm_movehdup_ps(offs[k]));
+        out[k] = hsum_ps(_mm256_add_ps(a0[k], a1[k])) + o[2 * k + 1];
     }
 }
 
@@ -342,9 +426,7 @@ unsafe fn q8_0_q8_0_x4<const V: bool>(
     nb: usize,
     out: &mut [f32; 4],
 ) {
-    signed32_x4::<V>(w, 34, x, nb, out, |wb| {
-        _mm256_loadu_si256(wb.add(2) as *const __m256i)
-    })
+    signed32_x4::<V, false>(w, x, nb, out)
 }
 
 /// Quantises one block of f32 into its bytes.

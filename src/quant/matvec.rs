@@ -98,12 +98,11 @@ pub fn gather_matvec(w: &QMatrix, rows: &[u32], x: &QuantizedVec, y: &mut [f32])
 /// Prefill product: `xs` holds n = xs.len() / cols inputs (row-major n × cols), `ys` receives
 /// n × rows (`ys[b * rows + r]`). All inputs are quantised once; each weight row is then
 /// read from memory once and reused for every input while it sits in L1.
-/// The four-input kernels sum their blocks in a different order than the single-input ones,
-/// so a batched prompt would not give bit-identical results to the same tokens decoded one by
-/// one (SmolLM2's massive activations amplify the difference to ~0.2 logit). Off until their
-/// accumulation order matches; results must not depend on how tokens are batched.
-const FOUR_INPUT_KERNELS: bool = false;
-
+/// Groups of four inputs go through the four-input kernels, which perform for each input
+/// exactly the floating-point operations of the single-input kernel `matvec` uses, in the
+/// same order: results are bit-identical however tokens are batched (a batched prompt gives
+/// the logits of decoding it token by token; SmolLM2's massive activations would amplify any
+/// last-bit difference to ~0.2 logit).
 pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
     let cols = w.cols;
     assert!(
@@ -133,11 +132,7 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
     tmp.clear();
     tmp.resize(w.rows * n, 0.0);
     #[cfg(target_arch = "x86_64")]
-    let k4 = if FOUR_INPUT_KERNELS {
-        super::avx2::kernel4(w.ty)
-    } else {
-        None
-    };
+    let k4 = super::avx2::kernel4(w.ty);
     #[cfg(not(target_arch = "x86_64"))]
     let k4: Option<fn(&[u8], [&[u8]; 4], &mut [f32; 4])> = None;
     // tmp is rows × n: each task owns a contiguous run of whole rows.
