@@ -95,6 +95,6 @@ pub trait Backend: Send + Sync {
     fn copy_rows(&self, src: &Self::Tensor, start: usize, n: usize, dst: &mut Self::Tensor);
     /// Number of rows of a tensor.
     fn rows(&self, x: &Self::Tensor) -> usize;
-    /// Copy a tensor to host memory (row-major).
-    fn to_host(&self, x: &Self::Tensor, out: &mut Vec<f32>);
+    /// Append a tensor's values to a host buffer (row-major).
+    fn append_to_host(&self, x: &Self::Tensor, out: &mut Vec<f32>);
 }

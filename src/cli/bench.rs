@@ -39,7 +39,7 @@ struct Stat {
 }
 
 impl Stat {
-    fn new(mut runs: Vec<f64>) -> Stat {
+    fn new(runs: Vec<f64>) -> Stat {
         let mut s = runs.clone();
         s.sort_by(f64::total_cmp);
         let median = if s.is_empty() {
@@ -49,7 +49,6 @@ impl Stat {
         } else {
             (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
         };
-        runs.shrink_to_fit();
         Stat {
             median,
             min: s.first().copied().unwrap_or(0.0),

@@ -26,11 +26,19 @@ impl<B: Backend> Engine<B> {
             id.map(|i| String::from_utf8_lossy(&tokenizer.token_bytes(i)).into_owned())
                 .unwrap_or_default()
         };
-        let template = ChatTemplate::from_gguf_source(
+        // A template our Jinja engine cannot compile should not make the model unusable:
+        // fall back to plain text, and say so once.
+        let template = match ChatTemplate::from_gguf_source(
             file.get_str("tokenizer.chat_template")?,
             &piece(tokenizer.bos_id()),
             &piece(tokenizer.eos_id()),
-        )?;
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("chat template unusable ({e}); using plain text turns");
+                ChatTemplate::plain()
+            }
+        };
         let model = Model::from_file(file, backend, activation)?;
         Ok(Engine {
             model,

@@ -81,9 +81,9 @@ impl<'m, B: Backend> Generator<'m, B> {
         self.tokens.clear();
     }
 
-    /// Append `prompt` to the sequence (reusing the cached prefix it shares with what is
-    /// already there), then generate. `on_text` receives text as it becomes final and returns
-    /// false to cancel.
+    /// Evaluate `prompt` after the tokens already in the cache (so a chat turn only adds its
+    /// new text), then generate. `on_text` receives text as it becomes final and returns false
+    /// to cancel.
     pub fn generate(
         &mut self,
         prompt: &[u32],

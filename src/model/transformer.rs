@@ -82,18 +82,15 @@ impl<B: Backend> Model<B> {
                 vocab: self.config.vocab_size,
             });
         }
+        // The host buffer keeps its allocation from call to call.
         let mut host = std::mem::take(&mut state.logits);
         host.clear();
-        let mut chunk_logits = Vec::new();
         for chunk in tokens.chunks(MAX_BATCH) {
             self.forward_batch(state, chunk, all_logits);
-            self.backend.to_host(&state.logits_dev, &mut chunk_logits);
-            if all_logits {
-                host.extend_from_slice(&chunk_logits);
-            } else {
+            if !all_logits {
                 host.clear();
-                host.extend_from_slice(&chunk_logits);
             }
+            self.backend.append_to_host(&state.logits_dev, &mut host);
         }
         state.logits = host;
         Ok(&state.logits)

@@ -270,8 +270,7 @@ impl Backend for CpuBackend {
         x.rows
     }
 
-    fn to_host(&self, x: &CpuTensor, out: &mut Vec<f32>) {
-        out.clear();
+    fn append_to_host(&self, x: &CpuTensor, out: &mut Vec<f32>) {
         out.extend_from_slice(&x.data);
     }
 }
