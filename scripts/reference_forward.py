@@ -14,7 +14,9 @@ Usage:
   # regenerate the committed fixtures in tests/data/reference/
   python3 scripts/reference_forward.py --fixtures
   # check greedy continuations against /work/shared/golden/*.json
-  python3 scripts/reference_forward.py --validate [--n 16]
+  python3 scripts/reference_forward.py --validate [--n 16] [--only smollm2,qwen05,gemma3]
+  # teacher-forced: argmax vs golden token at every completion position, with margins
+  python3 scripts/reference_forward.py --teacher [--only smollm2]
 
 GGUF layout reminder: a tensor with GGUF dims [ne0, ne1] is a numpy array of
 shape (ne1, ne0); for a weight matrix ne0 = in_features, ne1 = out_features,
@@ -469,6 +471,24 @@ def validate(names, n):
     return ok_all
 
 
+def teacher_forced(names):
+    """Feed each golden prompt + golden completion (+EOS if it ended) and report where our
+    argmax disagrees with the golden next token, with the logit margin (near-ties are expected:
+    llama.cpp quantises activations to Q8 inside its quantised matmuls)."""
+    for name in names:
+        m = Model(os.path.join(MODELS_DIR, MODEL_FILES[name]))
+        tok = Tokenizer(m)
+        gold = json.load(open(os.path.join(GOLDEN_DIR, f"{name}_greedy.json")))
+        for c in gold["cases"]:
+            p = prompt_ids(m, tok, c["prompt"])
+            g = tok.encode(c["completion"]) + ([m.eos_id] if c.get("ended_with_eos") else [])
+            L = forward(m, p + g)[len(p) - 1:len(p) - 1 + len(g)]
+            miss = [(j, tok.decode([t]), tok.decode([int(np.argmax(L[j]))]),
+                     round(float(L[j].max() - L[j][t]), 3)) for j, t in enumerate(g) if int(np.argmax(L[j])) != t]
+            print(f"[{name}] {len(g) - len(miss)}/{len(g)} argmax agree; misses (pos, gold, ours, margin): {miss}")
+            sys.stdout.flush()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model", nargs="?")
@@ -478,6 +498,7 @@ def main():
     ap.add_argument("--greedy", type=int, default=0)
     ap.add_argument("--fixtures", action="store_true")
     ap.add_argument("--validate", action="store_true")
+    ap.add_argument("--teacher", action="store_true", help="teacher-forced agreement with the golden completions")
     ap.add_argument("--only", default="smollm2,qwen05,gemma3")
     ap.add_argument("--n", type=int, default=16)
     a = ap.parse_args()
@@ -485,6 +506,9 @@ def main():
     if a.fixtures:
         for nm in names:
             make_fixture(nm)
+        return
+    if a.teacher:
+        teacher_forced(names)
         return
     if a.validate:
         sys.exit(0 if validate(names, a.n) else 1)
