@@ -194,9 +194,17 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
             .zip(w.data.par_chunks(chunk * rb))
             .for_each(|(t, d)| body(t, d));
     }
-    for (r, t) in tmp.chunks_exact(n).enumerate() {
-        for (b, &v) in t.iter().enumerate() {
-            ys[b * w.rows + r] = v;
+    // Transpose rows × n into n × rows in blocks of 16 rows: each output row then receives a
+    // whole cache line at a time (element by element, a power-of-two stride of rows × 4
+    // bytes lands every store in the same L1 set).
+    const TB: usize = 16;
+    for (r0, block) in tmp.chunks(TB * n).enumerate() {
+        let r0 = r0 * TB;
+        let nr = block.len() / n;
+        for (b, y) in ys.chunks_exact_mut(w.rows).enumerate() {
+            for (r, y) in y[r0..r0 + nr].iter_mut().enumerate() {
+                *y = block[r * n + b];
+            }
         }
     }
     XS.with(|c| c.replace(qs));
