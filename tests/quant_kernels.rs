@@ -283,6 +283,69 @@ fn qmatrix_new_rejects_bad_shapes() {
 
 #[cfg(target_arch = "x86_64")]
 #[test]
+fn eight_input_kernels_bit_identical_to_single_kernels() {
+    use powerinfer::quant::avx2;
+    if !avx2::available() {
+        return;
+    }
+    let mut rng = Rng::new(8);
+    let mut checked = 0;
+    for ty in DOT_TYPES {
+        assert_eq!(
+            avx2::kernel8_scaled_with(ty, false).is_some(),
+            [GgmlType::Q5_0, GgmlType::Q8_0].contains(&ty),
+            "{ty}"
+        );
+        for vnni in [false, true] {
+            let Some(k8) = avx2::kernel8_scaled_with(ty, vnni) else {
+                continue;
+            };
+            let k1 = avx2::kernel_with(ty, vnni).unwrap();
+            for n in (1..=20).map(|k| k * 32).chain([8192, 8192 + 96]) {
+                let row = random_row(&mut rng, ty, n);
+                let xs: Vec<QuantizedVec> = (0..8)
+                    .map(|i| {
+                        let x = if i % 3 == 0 {
+                            rng.vec(n)
+                        } else {
+                            outlier_vec(&mut rng, n)
+                        };
+                        QuantizedVec::new(ty, &x)
+                    })
+                    .collect();
+                let ds: Vec<Vec<f32>> = xs
+                    .iter()
+                    .map(|x| {
+                        let mut d = Vec::new();
+                        avx2::q8_0_scales(x.bytes(), &mut d);
+                        d
+                    })
+                    .collect();
+                let mut out = [f32::NAN; 8];
+                k8(
+                    &row,
+                    std::array::from_fn(|j| xs[j].bytes()),
+                    std::array::from_fn(|j| &ds[j][..]),
+                    &mut out,
+                );
+                for (i, (x, got)) in xs.iter().zip(out).enumerate() {
+                    let want = k1.dot(&row, x);
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{ty} vnni={vnni} n={n} input {i}: {got} vs {want}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    let variants = if avx2::has_vnni() { 2 } else { 1 };
+    assert_eq!(checked, 2 * 22 * 8 * variants);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
 fn four_input_kernels_bit_identical_to_single_kernels() {
     use powerinfer::quant::avx2;
     if !avx2::available() {

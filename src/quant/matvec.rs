@@ -143,6 +143,10 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
     let k4s = super::avx2::kernel4_scaled(w.ty);
     #[cfg(not(target_arch = "x86_64"))]
     let k4s: Option<fn(&[u8], [&[u8]; 4], [&[f32]; 4], &mut [f32; 4])> = None;
+    #[cfg(target_arch = "x86_64")]
+    let k8s = super::avx2::kernel8_scaled(w.ty);
+    #[cfg(not(target_arch = "x86_64"))]
+    let k8s: Option<fn(&[u8], [&[u8]; 8], [&[f32]; 8], &mut [f32; 8])> = None;
     let mut nbx = 0;
     #[cfg(target_arch = "x86_64")]
     if k4s.is_some() {
@@ -156,11 +160,23 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
     let body = |t: &mut [f32], data: &[u8]| {
         for (t, row) in t.chunks_exact_mut(n).zip(data.chunks_exact(rb)) {
             let mut done = 0;
-            if let Some(k4s) = k4s {
+            if let (Some(k8s), Some(_)) = (k8s, k4s) {
                 for ((t, x), d) in t
+                    .chunks_exact_mut(8)
+                    .zip(xq.chunks_exact(8))
+                    .zip(xd_ref.chunks_exact(8 * nbx))
+                {
+                    let xs = std::array::from_fn(|j| x[j].bytes());
+                    let ds = std::array::from_fn(|j| &d[j * nbx..(j + 1) * nbx]);
+                    k8s(row, xs, ds, t.try_into().expect("eight outputs"));
+                    done += 8;
+                }
+            }
+            if let Some(k4s) = k4s {
+                for ((t, x), d) in t[done..]
                     .chunks_exact_mut(4)
-                    .zip(xq.chunks_exact(4))
-                    .zip(xd_ref.chunks_exact(4 * nbx))
+                    .zip(xq[done..].chunks_exact(4))
+                    .zip(xd_ref[done * nbx..].chunks_exact(4 * nbx))
                 {
                     let xs = [x[0].bytes(), x[1].bytes(), x[2].bytes(), x[3].bytes()];
                     let (d01, d23) = d.split_at(2 * nbx);
