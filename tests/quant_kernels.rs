@@ -283,6 +283,69 @@ fn qmatrix_new_rejects_bad_shapes() {
 
 #[cfg(target_arch = "x86_64")]
 #[test]
+fn eight_input_kernels_bit_identical_to_single_kernels() {
+    use powerinfer::quant::avx2;
+    if !avx2::available() {
+        return;
+    }
+    let mut rng = Rng::new(8);
+    let mut checked = 0;
+    for ty in DOT_TYPES {
+        assert_eq!(
+            avx2::kernel8_scaled_with(ty, false).is_some(),
+            [GgmlType::Q5_0, GgmlType::Q8_0].contains(&ty),
+            "{ty}"
+        );
+        for vnni in [false, true] {
+            let Some(k8) = avx2::kernel8_scaled_with(ty, vnni) else {
+                continue;
+            };
+            let k1 = avx2::kernel_with(ty, vnni).unwrap();
+            for n in (1..=20).map(|k| k * 32).chain([8192, 8192 + 96]) {
+                let row = random_row(&mut rng, ty, n);
+                let xs: Vec<QuantizedVec> = (0..8)
+                    .map(|i| {
+                        let x = if i % 3 == 0 {
+                            rng.vec(n)
+                        } else {
+                            outlier_vec(&mut rng, n)
+                        };
+                        QuantizedVec::new(ty, &x)
+                    })
+                    .collect();
+                let ds: Vec<Vec<f32>> = xs
+                    .iter()
+                    .map(|x| {
+                        let mut d = Vec::new();
+                        avx2::q8_0_scales(x.bytes(), &mut d);
+                        d
+                    })
+                    .collect();
+                let mut out = [f32::NAN; 8];
+                k8(
+                    &row,
+                    std::array::from_fn(|j| xs[j].bytes()),
+                    std::array::from_fn(|j| &ds[j][..]),
+                    &mut out,
+                );
+                for (i, (x, got)) in xs.iter().zip(out).enumerate() {
+                    let want = k1.dot(&row, x);
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{ty} vnni={vnni} n={n} input {i}: {got} vs {want}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    let variants = if avx2::has_vnni() { 2 } else { 1 };
+    assert_eq!(checked, 2 * 22 * 8 * variants);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
 fn four_input_kernels_bit_identical_to_single_kernels() {
     use powerinfer::quant::avx2;
     if !avx2::available() {
@@ -290,8 +353,14 @@ fn four_input_kernels_bit_identical_to_single_kernels() {
     }
     let mut rng = Rng::new(7);
     let mut pairs = 0;
+    let mut scaled = 0;
     for ty in DOT_TYPES {
         assert_eq!(avx2::kernel4(ty).is_some(), X4_TYPES.contains(&ty), "{ty}");
+        assert_eq!(
+            avx2::kernel4_scaled(ty).is_some(),
+            [GgmlType::Q5_0, GgmlType::Q8_0].contains(&ty),
+            "{ty}"
+        );
         // Each four-input variant against the single kernel of the same variant (the one
         // `matvec` uses where it is the best this CPU has).
         for vnni in [false, true] {
@@ -318,11 +387,27 @@ fn four_input_kernels_bit_identical_to_single_kernels() {
                         })
                         .collect();
                     let mut out = [f32::NAN; 4];
-                    k4(
-                        &row,
-                        [xs[0].bytes(), xs[1].bytes(), xs[2].bytes(), xs[3].bytes()],
-                        &mut out,
-                    );
+                    let xb = [xs[0].bytes(), xs[1].bytes(), xs[2].bytes(), xs[3].bytes()];
+                    k4(&row, xb, &mut out);
+                    // The variant with pre-converted activation scales gives the same bits.
+                    if let Some(k4s) = avx2::kernel4_scaled_with(ty, vnni) {
+                        let ds: Vec<Vec<f32>> = xb
+                            .iter()
+                            .map(|b| {
+                                let mut d = Vec::new();
+                                avx2::q8_0_scales(b, &mut d);
+                                d
+                            })
+                            .collect();
+                        let mut out_s = [f32::NAN; 4];
+                        k4s(&row, xb, [&ds[0], &ds[1], &ds[2], &ds[3]], &mut out_s);
+                        scaled += 1;
+                        assert_eq!(
+                            out_s.map(f32::to_bits),
+                            out.map(f32::to_bits),
+                            "{ty} scaled"
+                        );
+                    }
                     for (i, (x, got)) in xs.iter().zip(out).enumerate() {
                         let want = k1.dot(&row, x);
                         assert_eq!(
@@ -343,6 +428,8 @@ fn four_input_kernels_bit_identical_to_single_kernels() {
     }
     let variants = if avx2::has_vnni() { 2 } else { 1 };
     assert_eq!(pairs, X4_TYPES.len() * variants);
+    // Q5_0 and Q8_0, every length and trial, per variant.
+    assert_eq!(scaled, 2 * 23 * 3 * variants);
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -97,6 +97,104 @@ pub fn kernel4_with(ty: GgmlType, vnni: bool) -> Option<Dot4> {
     }
 }
 
+/// A four-input kernel for Q5_0 / Q8_0 weights whose Q8_0 inputs come with their block
+/// scales already converted to f32 (see [`q8_0_scales`]): the per-row f16 conversions of
+/// the activation scales are hoisted out of the matmul. Bit-identical to [`Dot4`] and the
+/// single-input kernel (f16 -> f32 is exact; the same products in the same order).
+pub type Dot4S = fn(&[u8], [&[u8]; 4], [&[f32]; 4], &mut [f32; 4]);
+
+/// The best scaled four-input kernel for weights of type `ty` (Q5_0, Q8_0), if supported.
+pub fn kernel4_scaled(ty: GgmlType) -> Option<Dot4S> {
+    kernel4_scaled_with(ty, has_vnni())
+}
+
+/// The scaled four-input kernel for `ty`, using VNNI where `vnni` (`None` if unsupported
+/// here); it matches `kernel_with(ty, vnni)` bit for bit.
+pub fn kernel4_scaled_with(ty: GgmlType, vnni: bool) -> Option<Dot4S> {
+    if !available() || (vnni && !has_vnni()) {
+        return None;
+    }
+    let v = |a: Dot4S, b: Dot4S| Some(if vnni { b } else { a });
+    match ty {
+        GgmlType::Q8_0 => v(dot4s_q8_0_q8_0::<false>, dot4s_q8_0_q8_0::<true>),
+        GgmlType::Q5_0 => v(dot4s_q5_0_q8_0::<false>, dot4s_q5_0_q8_0::<true>),
+        _ => None,
+    }
+}
+
+/// [`Dot4S`] for eight inputs at once: the weight block is unpacked once for eight.
+pub type Dot8S = fn(&[u8], [&[u8]; 8], [&[f32]; 8], &mut [f32; 8]);
+
+/// The best eight-input scaled kernel for `ty` (Q5_0, Q8_0), if supported. Only offered
+/// with AVX-512 VNNI, whose 32 vector registers hold the eight inputs' accumulators.
+pub fn kernel8_scaled(ty: GgmlType) -> Option<Dot8S> {
+    if !has_vnni() {
+        return None;
+    }
+    kernel8_scaled_with(ty, true)
+}
+
+/// The eight-input scaled kernel for `ty`, using VNNI where `vnni` (`None` if unsupported
+/// here); it matches `kernel_with(ty, vnni)` bit for bit.
+pub fn kernel8_scaled_with(ty: GgmlType, vnni: bool) -> Option<Dot8S> {
+    if !available() || (vnni && !has_vnni()) {
+        return None;
+    }
+    let v = |a: Dot8S, b: Dot8S| Some(if vnni { b } else { a });
+    match ty {
+        GgmlType::Q8_0 => v(dot8s_q8_0_q8_0::<false>, dot8s_q8_0_q8_0::<true>),
+        GgmlType::Q5_0 => v(dot8s_q5_0_q8_0::<false>, dot8s_q5_0_q8_0::<true>),
+        _ => None,
+    }
+}
+
+/// The block scales of a Q8_0 activation row as f32, appended to `out`.
+pub fn q8_0_scales(x: &[u8], out: &mut Vec<f32>) {
+    out.extend(
+        x.chunks_exact(34)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+    );
+}
+
+macro_rules! safe_wrapper4s_v {
+    ($name:ident, $q5:expr, $wbb:expr, $n:expr) => {
+        fn $name<const V: bool>(w: &[u8], x: [&[u8]; $n], xd: [&[f32]; $n], out: &mut [f32; $n]) {
+            type P = [*const u8; $n];
+            type D = [*const f32; $n];
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn plain(w: *const u8, x: P, xd: D, nb: usize, out: &mut [f32; $n]) {
+                signed32_x4::<false, { $q5 }, true, $n>(w, x, xd, nb, out)
+            }
+            #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+            unsafe fn vnni(w: *const u8, x: P, xd: D, nb: usize, out: &mut [f32; $n]) {
+                signed32_x4::<true, { $q5 }, true, $n>(w, x, xd, nb, out)
+            }
+            let nb = w.len() / $wbb;
+            for (x, xd) in x.iter().zip(&xd) {
+                assert!(
+                    x.len() >= nb * 34 && xd.len() >= nb,
+                    "activation row shorter than weight row"
+                );
+            }
+            let (xp, dp) = (x.map(|x| x.as_ptr()), xd.map(|d| d.as_ptr()));
+            // SAFETY: handed out by `kernel4_scaled_with` only when the features are present;
+            // lengths checked.
+            unsafe {
+                if V {
+                    vnni(w.as_ptr(), xp, dp, nb, out)
+                } else {
+                    plain(w.as_ptr(), xp, dp, nb, out)
+                }
+            }
+        }
+    };
+}
+
+safe_wrapper4s_v!(dot4s_q8_0_q8_0, false, 34, 4);
+safe_wrapper4s_v!(dot4s_q5_0_q8_0, true, 22, 4);
+safe_wrapper4s_v!(dot8s_q8_0_q8_0, false, 34, 8);
+safe_wrapper4s_v!(dot8s_q5_0_q8_0, true, 22, 8);
+
 /// A wrapper generic over VNNI: `V = false` runs the AVX2 body, `V = true` the same body
 /// compiled with AVX-512 VNNI (+VL) enabled.
 macro_rules! safe_wrapper_v {
@@ -191,20 +289,23 @@ unsafe fn signed32_codes<const Q5: bool>(wb: *const u8) -> __m256i {
 
 /// Block `i` of a Q5_0 (`Q5`) or Q8_0 row against four Q8_0 rows, into `acc`.
 #[inline(always)]
-unsafe fn signed32_step<const V: bool, const Q5: bool>(
+unsafe fn signed32_step<const V: bool, const Q5: bool, const S: bool, const N: usize>(
     w: *const u8,
-    x: &[*const u8; 4],
+    x: &[*const u8; N],
+    xd: &[*const f32; N],
     i: usize,
-    acc: &mut [__m256; 4],
+    acc: &mut [__m256; N],
 ) {
     let wb = w.add(if Q5 { 22 } else { 34 } * i);
     let dw = f16p(wb);
     let qw = signed32_codes::<Q5>(wb);
     // |w| and the sign to move onto x, computed once for the four inputs.
     let aw = _mm256_sign_epi8(qw, qw);
-    for k in 0..4 {
+    for k in 0..N {
         let xb = x[k].add(34 * i);
-        let d = _mm256_set1_ps(dw * f16p(xb));
+        // With `S` the input's scale comes pre-converted from f16 (exactly) as f32.
+        let dx = if S { xd[k].add(i).read() } else { f16p(xb) };
+        let d = _mm256_set1_ps(dw * dx);
         let qx = _mm256_loadu_si256(xb.add(2) as *const __m256i);
         acc[k] = _mm256_fmadd_ps(d, mul_us8_ps::<V>(aw, _mm256_sign_epi8(qx, qw)), acc[k]);
     }
@@ -218,32 +319,33 @@ unsafe fn signed32_step<const V: bool, const Q5: bool>(
 /// the first) and the result is `hsum(a0 + a1)`, as in `q8_0_q8_0`; for Q5_0 one
 /// accumulator, as in `q5_0_q8_0`.
 #[inline(always)]
-unsafe fn signed32_x4<const V: bool, const Q5: bool>(
+unsafe fn signed32_x4<const V: bool, const Q5: bool, const S: bool, const N: usize>(
     w: *const u8,
-    x: [*const u8; 4],
+    x: [*const u8; N],
+    xd: [*const f32; N],
     nb: usize,
-    out: &mut [f32; 4],
+    out: &mut [f32; N],
 ) {
-    let mut a0 = [_mm256_setzero_ps(); 4];
+    let mut a0 = [_mm256_setzero_ps(); N];
     if Q5 {
         for i in 0..nb {
-            signed32_step::<V, Q5>(w, &x, i, &mut a0);
+            signed32_step::<V, Q5, S, N>(w, &x, &xd, i, &mut a0);
         }
-        for k in 0..4 {
+        for k in 0..N {
             out[k] = hsum_ps(a0[k]);
         }
     } else {
-        let mut a1 = [_mm256_setzero_ps(); 4];
+        let mut a1 = [_mm256_setzero_ps(); N];
         let mut i = 0;
         while i + 2 <= nb {
-            signed32_step::<V, Q5>(w, &x, i, &mut a0);
-            signed32_step::<V, Q5>(w, &x, i + 1, &mut a1);
+            signed32_step::<V, Q5, S, N>(w, &x, &xd, i, &mut a0);
+            signed32_step::<V, Q5, S, N>(w, &x, &xd, i + 1, &mut a1);
             i += 2;
         }
         if i < nb {
-            signed32_step::<V, Q5>(w, &x, i, &mut a0);
+            signed32_step::<V, Q5, S, N>(w, &x, &xd, i, &mut a0);
         }
-        for k in 0..4 {
+        for k in 0..N {
             out[k] = hsum_ps(_mm256_add_ps(a0[k], a1[k]));
         }
     }
@@ -256,7 +358,7 @@ unsafe fn q5_0_q8_0_x4<const V: bool>(
     nb: usize,
     out: &mut [f32; 4],
 ) {
-    signed32_x4::<V, true>(w, x, nb, out)
+    signed32_x4::<V, true, false, 4>(w, x, [std::ptr::null(); 4], nb, out)
 }
 
 /// Per input, the floating-point operations of `q4_k_q8_k` (`k4_like`) in the same order.
@@ -426,7 +528,7 @@ unsafe fn q8_0_q8_0_x4<const V: bool>(
     nb: usize,
     out: &mut [f32; 4],
 ) {
-    signed32_x4::<V, false>(w, x, nb, out)
+    signed32_x4::<V, false, false, 4>(w, x, [std::ptr::null(); 4], nb, out)
 }
 
 /// Quantises one block of f32 into its bytes.

@@ -17,6 +17,7 @@ thread_local! {
     static XQ: RefCell<QuantizedVec> = RefCell::new(QuantizedVec::new(super::GgmlType::F32, &[]));
     static XS: RefCell<Vec<QuantizedVec>> = const { RefCell::new(Vec::new()) };
     static TMP: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static XD: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 fn kernel(w: &QMatrix) -> DotKernel {
@@ -135,11 +136,61 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
     let k4 = super::avx2::kernel4(w.ty);
     #[cfg(not(target_arch = "x86_64"))]
     let k4: Option<fn(&[u8], [&[u8]; 4], &mut [f32; 4])> = None;
+    // Q5_0 / Q8_0: the inputs' block scales converted to f32 once for all rows.
+    let mut xd = XD.with(|c| c.take());
+    xd.clear();
+    #[cfg(target_arch = "x86_64")]
+    let k4s = super::avx2::kernel4_scaled(w.ty);
+    #[cfg(not(target_arch = "x86_64"))]
+    let k4s: Option<fn(&[u8], [&[u8]; 4], [&[f32]; 4], &mut [f32; 4])> = None;
+    #[cfg(target_arch = "x86_64")]
+    let k8s = super::avx2::kernel8_scaled(w.ty);
+    #[cfg(not(target_arch = "x86_64"))]
+    let k8s: Option<fn(&[u8], [&[u8]; 8], [&[f32]; 8], &mut [f32; 8])> = None;
+    let mut nbx = 0;
+    #[cfg(target_arch = "x86_64")]
+    if k4s.is_some() {
+        for x in xq {
+            super::avx2::q8_0_scales(x.bytes(), &mut xd);
+        }
+        nbx = xd.len() / n;
+    }
+    let xd_ref = &xd;
     // tmp is rows × n: each task owns a contiguous run of whole rows.
     let body = |t: &mut [f32], data: &[u8]| {
         for (t, row) in t.chunks_exact_mut(n).zip(data.chunks_exact(rb)) {
             let mut done = 0;
-            if let Some(k4) = k4 {
+            if let (Some(k8s), Some(_)) = (k8s, k4s) {
+                for ((t, x), d) in t
+                    .chunks_exact_mut(8)
+                    .zip(xq.chunks_exact(8))
+                    .zip(xd_ref.chunks_exact(8 * nbx))
+                {
+                    let xs = std::array::from_fn(|j| x[j].bytes());
+                    let ds = std::array::from_fn(|j| &d[j * nbx..(j + 1) * nbx]);
+                    k8s(row, xs, ds, t.try_into().expect("eight outputs"));
+                    done += 8;
+                }
+            }
+            if let Some(k4s) = k4s {
+                for ((t, x), d) in t[done..]
+                    .chunks_exact_mut(4)
+                    .zip(xq[done..].chunks_exact(4))
+                    .zip(xd_ref[done * nbx..].chunks_exact(4 * nbx))
+                {
+                    let xs = [x[0].bytes(), x[1].bytes(), x[2].bytes(), x[3].bytes()];
+                    let (d01, d23) = d.split_at(2 * nbx);
+                    let (d0, d1) = d01.split_at(nbx);
+                    let (d2, d3) = d23.split_at(nbx);
+                    k4s(
+                        row,
+                        xs,
+                        [d0, d1, d2, d3],
+                        t.try_into().expect("four outputs"),
+                    );
+                    done += 4;
+                }
+            } else if let Some(k4) = k4 {
                 for (t, x) in t.chunks_exact_mut(4).zip(xq.chunks_exact(4)) {
                     let xs = [x[0].bytes(), x[1].bytes(), x[2].bytes(), x[3].bytes()];
                     k4(row, xs, t.try_into().expect("four outputs"));
@@ -159,11 +210,20 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
             .zip(w.data.par_chunks(chunk * rb))
             .for_each(|(t, d)| body(t, d));
     }
-    for (r, t) in tmp.chunks_exact(n).enumerate() {
-        for (b, &v) in t.iter().enumerate() {
-            ys[b * w.rows + r] = v;
+    // Transpose rows × n into n × rows in blocks of 16 rows: each output row then receives a
+    // whole cache line at a time (element by element, a power-of-two stride of rows × 4
+    // bytes lands every store in the same L1 set).
+    const TB: usize = 16;
+    for (r0, block) in tmp.chunks(TB * n).enumerate() {
+        let r0 = r0 * TB;
+        let nr = block.len() / n;
+        for (b, y) in ys.chunks_exact_mut(w.rows).enumerate() {
+            for (r, y) in y[r0..r0 + nr].iter_mut().enumerate() {
+                *y = block[r * n + b];
+            }
         }
     }
     XS.with(|c| c.replace(qs));
     TMP.with(|c| c.replace(tmp));
+    XD.with(|c| c.replace(xd));
 }

@@ -56,8 +56,7 @@ pub fn attention(
             let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
             for j in lo..=pos {
                 let at = j * kv_dim + g * hd;
-                keys[at..at + hd].convert_to_f32_slice(&mut s.k);
-                let score = dot(&s.q, &s.k) * p.scale;
+                let score = key_dot(&s.q, &keys[at..at + hd], &mut s.k) * p.scale;
                 // Rescale what was accumulated when the running maximum grows.
                 let (old_scale, weight) = if score > max {
                     let r = (max - score).exp();
@@ -66,10 +65,13 @@ pub fn attention(
                 } else {
                     (1.0, (score - max).exp())
                 };
-                values[at..at + hd].convert_to_f32_slice(&mut s.v);
-                for (a, &v) in s.acc.iter_mut().zip(&s.v) {
-                    *a = round_f16(round_f16(*a * old_scale) + v * weight);
-                }
+                value_update(
+                    &mut s.acc,
+                    &values[at..at + hd],
+                    old_scale,
+                    weight,
+                    &mut s.v,
+                );
                 sum = sum * old_scale + weight;
             }
             let inv = 1.0 / sum;
@@ -83,6 +85,78 @@ pub fn attention(
 #[inline]
 fn round_f16(x: f32) -> f32 {
     f16::from_f32(x).to_f32()
+}
+
+/// `dot(q, k)` for an f16 key, with `ops::dot`'s operation order (eight lanes of separate
+/// multiply and add, then the lanes summed in order); `tmp` is scratch of `k.len()`.
+#[inline]
+fn key_dot(q: &[f32], k: &[f16], tmp: &mut [f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if q.len() == k.len() && k.len().is_multiple_of(8) && crate::quant::avx2::available() {
+        // SAFETY: AVX2/F16C detected; lengths equal and a multiple of 8.
+        return unsafe { simd::key_dot(q, k) };
+    }
+    k.convert_to_f32_slice(tmp);
+    dot(q, tmp)
+}
+
+/// `acc = f16(f16(acc * old_scale) + v * weight)` elementwise (separate multiply and add, as
+/// the scalar form); `tmp` is scratch of `v.len()`.
+#[inline]
+fn value_update(acc: &mut [f32], v: &[f16], old_scale: f32, weight: f32, tmp: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if acc.len() == v.len() && v.len().is_multiple_of(8) && crate::quant::avx2::available() {
+        // SAFETY: AVX2/F16C detected; lengths equal and a multiple of 8.
+        return unsafe { simd::value_update(acc, v, old_scale, weight) };
+    }
+    v.convert_to_f32_slice(tmp);
+    for (a, &v) in acc.iter_mut().zip(tmp.iter()) {
+        *a = round_f16(round_f16(*a * old_scale) + v * weight);
+    }
+}
+
+/// F16C twins of the scalar loops, bit-identical to them: the same roundings (f16 rounding
+/// to nearest even, as `half` does) and no fused multiply-add.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn load_f16(p: *const f16) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+
+    #[inline(always)]
+    unsafe fn round_f16(v: __m256) -> __m256 {
+        _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v))
+    }
+
+    /// Caller guarantees AVX2 + F16C, `q.len() == k.len()` and a multiple of 8.
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn key_dot(q: &[f32], k: &[f16]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for c in 0..k.len() / 8 {
+            let kv = load_f16(k.as_ptr().add(8 * c));
+            let qv = _mm256_loadu_ps(q.as_ptr().add(8 * c));
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(qv, kv));
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        lanes.iter().sum()
+    }
+
+    /// Caller guarantees AVX2 + F16C, `acc.len() == v.len()` and a multiple of 8.
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn value_update(acc: &mut [f32], v: &[f16], old_scale: f32, weight: f32) {
+        let (s, w) = (_mm256_set1_ps(old_scale), _mm256_set1_ps(weight));
+        for c in 0..v.len() / 8 {
+            let a = acc.as_mut_ptr().add(8 * c);
+            let vv = load_f16(v.as_ptr().add(8 * c));
+            let scaled = round_f16(_mm256_mul_ps(_mm256_loadu_ps(a), s));
+            _mm256_storeu_ps(a, round_f16(_mm256_add_ps(scaled, _mm256_mul_ps(vv, w))));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +209,48 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The SIMD key dot and value update give exactly the scalar loops' bits.
+    #[test]
+    fn simd_inner_loops_bit_identical_to_scalar() {
+        let mut seed = 11;
+        for hd in [8, 64, 256] {
+            for _ in 0..50 {
+                let q: Vec<f32> = rand_vec(hd, &mut seed)
+                    .iter()
+                    .map(|&v| round_f16(v * 3.0))
+                    .collect();
+                let k: Vec<f16> = rand_vec(hd, &mut seed)
+                    .iter()
+                    .map(|&v| f16::from_f32(v * 5.0))
+                    .collect();
+                let v: Vec<f16> = rand_vec(hd, &mut seed)
+                    .iter()
+                    .map(|&v| f16::from_f32(v * 7.0))
+                    .collect();
+                let mut kf = vec![0f32; hd];
+                k.convert_to_f32_slice(&mut kf);
+                let mut tmp = vec![0f32; hd];
+                assert_eq!(key_dot(&q, &k, &mut tmp).to_bits(), dot(&q, &kf).to_bits());
+                let acc0: Vec<f32> = rand_vec(hd, &mut seed)
+                    .iter()
+                    .map(|&v| round_f16(v * 100.0))
+                    .collect();
+                let (scale, weight) = (
+                    rand_vec(2, &mut seed)[0].abs(),
+                    rand_vec(2, &mut seed)[1].abs(),
+                );
+                let mut got = acc0.clone();
+                value_update(&mut got, &v, scale, weight, &mut tmp);
+                let mut vf = vec![0f32; hd];
+                v.convert_to_f32_slice(&mut vf);
+                for d in 0..hd {
+                    let want = round_f16(round_f16(acc0[d] * scale) + vf[d] * weight);
+                    assert_eq!(got[d].to_bits(), want.to_bits());
+                }
+            }
+        }
     }
 
     #[test]
