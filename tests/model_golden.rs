@@ -95,6 +95,11 @@ fn check_model(short: &str, min_exact_prefix: usize) {
         let text_ok =
             text == case.completion && (stats.finish == FinishReason::Stop) == case.ended_with_eos;
         exact_prefix += prefix_ok as usize;
+        // Without a near-tie anywhere, greedy decoding has no choice to make differently:
+        // the whole text, and where it stops, must be llama.cpp's.
+        if worst == 0.0 {
+            assert!(text_ok, "{short}: {:?}: got {text:?}", case.prompt);
+        }
         eprintln!(
             "{short}: {:?}\n  ours:   {text:?}\n  golden: {:?}\n  teacher-forced worst gap {worst:.3}; free-running first-16 equal: {prefix_ok}, text equal: {text_ok}",
             case.prompt, case.completion
@@ -112,7 +117,7 @@ fn check_model(short: &str, min_exact_prefix: usize) {
 
 #[test]
 fn smollm2_agrees_with_llama_cpp() {
-    check_model("smollm2", 2);
+    check_model("smollm2", 3);
 }
 
 #[test]

@@ -315,9 +315,8 @@ unsafe fn signed32_step<const V: bool, const Q5: bool, const S: bool, const N: u
 ///
 /// For each input this performs exactly the floating-point operations of the matching
 /// single-input kernel, in the same order, so batched and one-by-one results are
-/// bit-identical: for Q8_0 blocks alternate between two accumulators (an odd last block joins
-/// the first) and the result is `hsum(a0 + a1)`, as in `q8_0_q8_0`; for Q5_0 one
-/// accumulator, as in `q5_0_q8_0`.
+/// bit-identical: one accumulator over the blocks in order, then `hsum`, as in `q8_0_q8_0`
+/// and `q5_0_q8_0`.
 #[inline(always)]
 unsafe fn signed32_x4<const V: bool, const Q5: bool, const S: bool, const N: usize>(
     w: *const u8,
@@ -326,28 +325,12 @@ unsafe fn signed32_x4<const V: bool, const Q5: bool, const S: bool, const N: usi
     nb: usize,
     out: &mut [f32; N],
 ) {
-    let mut a0 = [_mm256_setzero_ps(); N];
-    if Q5 {
-        for i in 0..nb {
-            signed32_step::<V, Q5, S, N>(w, &x, &xd, i, &mut a0);
-        }
-        for k in 0..N {
-            out[k] = hsum_ps(a0[k]);
-        }
-    } else {
-        let mut a1 = [_mm256_setzero_ps(); N];
-        let mut i = 0;
-        while i + 2 <= nb {
-            signed32_step::<V, Q5, S, N>(w, &x, &xd, i, &mut a0);
-            signed32_step::<V, Q5, S, N>(w, &x, &xd, i + 1, &mut a1);
-            i += 2;
-        }
-        if i < nb {
-            signed32_step::<V, Q5, S, N>(w, &x, &xd, i, &mut a0);
-        }
-        for k in 0..N {
-            out[k] = hsum_ps(_mm256_add_ps(a0[k], a1[k]));
-        }
+    let mut acc = [_mm256_setzero_ps(); N];
+    for i in 0..nb {
+        signed32_step::<V, Q5, S, N>(w, &x, &xd, i, &mut acc);
+    }
+    for k in 0..N {
+        out[k] = hsum_ps(acc[k]);
     }
 }
 
@@ -494,8 +477,8 @@ unsafe fn q4_1_step<const V: bool>(
 }
 
 /// Four inputs, each through exactly the floating-point operations of `q4_1_q8_1` in the same
-/// order: blocks alternate between two accumulators (an odd last block joins the first), the
-/// offset products are summed in block order, and the result is `hsum(a0 + a1) + offs`.
+/// order: one accumulator over the blocks in order, the offset products summed in block order,
+/// and the result is `hsum(acc) + offs`.
 #[inline(always)]
 unsafe fn q4_1_q8_1_x4<const V: bool>(
     w: *const u8,
@@ -503,21 +486,15 @@ unsafe fn q4_1_q8_1_x4<const V: bool>(
     nb: usize,
     out: &mut [f32; 4],
 ) {
-    let (mut a0, mut a1) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+    let mut acc = [_mm256_setzero_ps(); 4];
     let mut offs = _mm256_setzero_ps();
-    let mut i = 0;
-    while i + 2 <= nb {
-        q4_1_step::<V>(w, &x, i, &mut a0, &mut offs);
-        q4_1_step::<V>(w, &x, i + 1, &mut a1, &mut offs);
-        i += 2;
-    }
-    if i < nb {
-        q4_1_step::<V>(w, &x, i, &mut a0, &mut offs);
+    for i in 0..nb {
+        q4_1_step::<V>(w, &x, i, &mut acc, &mut offs);
     }
     let mut o = [0.0f32; 8];
     _mm256_storeu_ps(o.as_mut_ptr(), offs);
     for k in 0..4 {
-        out[k] = hsum_ps(_mm256_add_ps(a0[k], a1[k])) + o[2 * k + 1];
+        out[k] = hsum_ps(acc[k]) + o[2 * k + 1];
     }
 }
 
@@ -827,18 +804,12 @@ unsafe fn q8_0_q8_0<const V: bool>(w: *const u8, x: *const u8, nb: usize) -> f32
         let qx = _mm256_loadu_si256(xb.add(2) as *const __m256i);
         _mm256_fmadd_ps(d, mul_s8_ps::<V>(qw, qx), acc)
     }
-    // Two accumulators so consecutive blocks do not wait on each other's FMA.
-    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut i = 0;
-    while i + 2 <= nb {
-        a0 = block::<V>(w.add(34 * i), x.add(34 * i), a0);
-        a1 = block::<V>(w.add(34 * i + 34), x.add(34 * i + 34), a1);
-        i += 2;
-    }
-    if i < nb {
+    // One accumulator in block order, as llama.cpp's x86 kernel (see `q4_1_q8_1`).
+    let mut a0 = _mm256_setzero_ps();
+    for i in 0..nb {
         a0 = block::<V>(w.add(34 * i), x.add(34 * i), a0);
     }
-    hsum_ps(_mm256_add_ps(a0, a1))
+    hsum_ps(a0)
 }
 
 #[inline(always)]
@@ -870,19 +841,15 @@ unsafe fn q4_1_q8_1<const V: bool>(w: *const u8, x: *const u8, nb: usize) -> f32
         let qx = _mm256_loadu_si256(xb.add(4) as *const __m256i);
         _mm256_fmadd_ps(_mm256_broadcastss_ps(ds), mul_us8_ps::<V>(qw, qx), acc)
     }
-    // Two accumulators so consecutive blocks do not wait on each other's FMA.
-    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    // One accumulator over the blocks in order, the offsets summed apart: llama.cpp's x86
+    // order, so greedy output follows llama.cpp's on near-ties (two interleaved accumulators
+    // were a little faster but flipped SmolLM2's golden answers).
+    let mut a0 = _mm256_setzero_ps();
     let mut offs = _mm_setzero_ps();
-    let mut i = 0;
-    while i + 2 <= nb {
-        a0 = block::<V>(w.add(20 * i), x.add(36 * i), a0, &mut offs);
-        a1 = block::<V>(w.add(20 * i + 20), x.add(36 * i + 36), a1, &mut offs);
-        i += 2;
-    }
-    if i < nb {
+    for i in 0..nb {
         a0 = block::<V>(w.add(20 * i), x.add(36 * i), a0, &mut offs);
     }
-    hsum_ps(_mm256_add_ps(a0, a1)) + _mm_cvtss_f32(_mm_movehdup_ps(offs))
+    hsum_ps(a0) + _mm_cvtss_f32(_mm_movehdup_ps(offs))
 }
 
 /// The 32 five-bit codes (0..=31) of a Q5 block from its `qh` word and nibbles.
