@@ -75,7 +75,7 @@ pub fn kernel_with(ty: GgmlType, vnni: bool) -> Option<DotKernel> {
 pub type Dot4 = fn(&[u8], [&[u8]; 4], &mut [f32; 4]);
 
 /// The best four-input kernel for weights of type `ty`, where one exists and the CPU
-/// supports it.
+/// supports it. Q5_0 and Q8_0 have the scaled kind instead ([`kernel4_scaled`]).
 pub fn kernel4(ty: GgmlType) -> Option<Dot4> {
     kernel4_with(ty, has_vnni())
 }
@@ -89,8 +89,6 @@ pub fn kernel4_with(ty: GgmlType, vnni: bool) -> Option<Dot4> {
     let v = |a: Dot4, b: Dot4| Some(if vnni { b } else { a });
     match ty {
         GgmlType::Q4_1 => v(dot4_q4_1_q8_1::<false>, dot4_q4_1_q8_1::<true>),
-        GgmlType::Q8_0 => v(dot4_q8_0_q8_0::<false>, dot4_q8_0_q8_0::<true>),
-        GgmlType::Q5_0 => v(dot4_q5_0_q8_0::<false>, dot4_q5_0_q8_0::<true>),
         GgmlType::Q4_K => Some(dot4_q4_k_q8_k),
         GgmlType::Q6_K => Some(dot4_q6_k_q8_k),
         _ => None,
@@ -99,8 +97,8 @@ pub fn kernel4_with(ty: GgmlType, vnni: bool) -> Option<Dot4> {
 
 /// A four-input kernel for Q5_0 / Q8_0 weights whose Q8_0 inputs come with their block
 /// scales already converted to f32 (see [`q8_0_scales`]): the per-row f16 conversions of
-/// the activation scales are hoisted out of the matmul. Bit-identical to [`Dot4`] and the
-/// single-input kernel (f16 -> f32 is exact; the same products in the same order).
+/// the activation scales are hoisted out of the matmul. Bit-identical to the single-input
+/// kernel (f16 -> f32 is exact; the same products in the same order).
 pub type Dot4S = fn(&[u8], [&[u8]; 4], [&[f32]; 4], &mut [f32; 4]);
 
 /// The best scaled four-input kernel for weights of type `ty` (Q5_0, Q8_0), if supported.
@@ -163,11 +161,11 @@ macro_rules! safe_wrapper4s_v {
             type D = [*const f32; $n];
             #[target_feature(enable = "avx2,fma,f16c")]
             unsafe fn plain(w: *const u8, x: P, xd: D, nb: usize, out: &mut [f32; $n]) {
-                signed32_x4::<false, { $q5 }, true, $n>(w, x, xd, nb, out)
+                signed32_x4::<false, { $q5 }, $n>(w, x, xd, nb, out)
             }
             #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
             unsafe fn vnni(w: *const u8, x: P, xd: D, nb: usize, out: &mut [f32; $n]) {
-                signed32_x4::<true, { $q5 }, true, $n>(w, x, xd, nb, out)
+                signed32_x4::<true, { $q5 }, $n>(w, x, xd, nb, out)
             }
             let nb = w.len() / $wbb;
             for (x, xd) in x.iter().zip(&xd) {
@@ -272,8 +270,6 @@ macro_rules! safe_wrapper4 {
 }
 
 safe_wrapper4_v!(dot4_q4_1_q8_1, q4_1_q8_1_x4, 20, 36);
-safe_wrapper4_v!(dot4_q8_0_q8_0, q8_0_q8_0_x4, 34, 34);
-safe_wrapper4_v!(dot4_q5_0_q8_0, q5_0_q8_0_x4, 22, 34);
 safe_wrapper4!(dot4_q4_k_q8_k, q4_k_q8_k_x4, 144, 292);
 safe_wrapper4!(dot4_q6_k_q8_k, q6_k_q8_k_x4, 210, 292);
 
@@ -287,9 +283,10 @@ unsafe fn signed32_codes<const Q5: bool>(wb: *const u8) -> __m256i {
     }
 }
 
-/// Block `i` of a Q5_0 (`Q5`) or Q8_0 row against four Q8_0 rows, into `acc`.
+/// Block `i` of a Q5_0 (`Q5`) or Q8_0 row against `N` Q8_0 rows, into `acc`; `xd` holds each
+/// input's block scales pre-converted (exactly) from f16 to f32.
 #[inline(always)]
-unsafe fn signed32_step<const V: bool, const Q5: bool, const S: bool, const N: usize>(
+unsafe fn signed32_step<const V: bool, const Q5: bool, const N: usize>(
     w: *const u8,
     x: &[*const u8; N],
     xd: &[*const f32; N],
@@ -303,22 +300,20 @@ unsafe fn signed32_step<const V: bool, const Q5: bool, const S: bool, const N: u
     let aw = _mm256_sign_epi8(qw, qw);
     for k in 0..N {
         let xb = x[k].add(34 * i);
-        // With `S` the input's scale comes pre-converted from f16 (exactly) as f32.
-        let dx = if S { xd[k].add(i).read() } else { f16p(xb) };
-        let d = _mm256_set1_ps(dw * dx);
+        let d = _mm256_set1_ps(dw * xd[k].add(i).read());
         let qx = _mm256_loadu_si256(xb.add(2) as *const __m256i);
         acc[k] = _mm256_fmadd_ps(d, mul_us8_ps::<V>(aw, _mm256_sign_epi8(qx, qw)), acc[k]);
     }
 }
 
-/// Q5_0 (`Q5`) or Q8_0 weight blocks against four Q8_0 rows.
+/// Q5_0 (`Q5`) or Q8_0 weight blocks against `N` Q8_0 rows.
 ///
 /// For each input this performs exactly the floating-point operations of the matching
 /// single-input kernel, in the same order, so batched and one-by-one results are
 /// bit-identical: one accumulator over the blocks in order, then `hsum`, as in `q8_0_q8_0`
 /// and `q5_0_q8_0`.
 #[inline(always)]
-unsafe fn signed32_x4<const V: bool, const Q5: bool, const S: bool, const N: usize>(
+unsafe fn signed32_x4<const V: bool, const Q5: bool, const N: usize>(
     w: *const u8,
     x: [*const u8; N],
     xd: [*const f32; N],
@@ -327,21 +322,11 @@ unsafe fn signed32_x4<const V: bool, const Q5: bool, const S: bool, const N: usi
 ) {
     let mut acc = [_mm256_setzero_ps(); N];
     for i in 0..nb {
-        signed32_step::<V, Q5, S, N>(w, &x, &xd, i, &mut acc);
+        signed32_step::<V, Q5, N>(w, &x, &xd, i, &mut acc);
     }
     for k in 0..N {
         out[k] = hsum_ps(acc[k]);
     }
-}
-
-#[inline(always)]
-unsafe fn q5_0_q8_0_x4<const V: bool>(
-    w: *const u8,
-    x: [*const u8; 4],
-    nb: usize,
-    out: &mut [f32; 4],
-) {
-    signed32_x4::<V, true, false, 4>(w, x, [std::ptr::null(); 4], nb, out)
 }
 
 /// Per input, the floating-point operations of `q4_k_q8_k` (`k4_like`) in the same order.
@@ -496,16 +481,6 @@ unsafe fn q4_1_q8_1_x4<const V: bool>(
     for k in 0..4 {
         out[k] = hsum_ps(acc[k]) + o[2 * k + 1];
     }
-}
-
-#[inline(always)]
-unsafe fn q8_0_q8_0_x4<const V: bool>(
-    w: *const u8,
-    x: [*const u8; 4],
-    nb: usize,
-    out: &mut [f32; 4],
-) {
-    signed32_x4::<V, false, false, 4>(w, x, [std::ptr::null(); 4], nb, out)
 }
 
 /// Quantises one block of f32 into its bytes.
