@@ -279,6 +279,18 @@ fn qmatrix_new_rejects_bad_shapes() {
     assert!(QMatrix::new(GgmlType::Q8_K, 1, 256, &[0u8; 292]).is_err());
 }
 
+/// Each input's Q8_0 block scales converted to f32, as the scaled multi-input kernels take them.
+#[cfg(target_arch = "x86_64")]
+fn f32_scales(xs: &[&[u8]]) -> Vec<Vec<f32>> {
+    xs.iter()
+        .map(|b| {
+            let mut d = Vec::new();
+            powerinfer::quant::avx2::q8_0_scales(b, &mut d);
+            d
+        })
+        .collect()
+}
+
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn eight_input_kernels_bit_identical_to_single_kernels() {
@@ -291,7 +303,7 @@ fn eight_input_kernels_bit_identical_to_single_kernels() {
     for ty in DOT_TYPES {
         assert_eq!(
             avx2::kernel8_scaled_with(ty, false).is_some(),
-            [GgmlType::Q5_0, GgmlType::Q8_0].contains(&ty),
+            X4_SCALED_TYPES.contains(&ty),
             "{ty}"
         );
         for vnni in [false, true] {
@@ -311,14 +323,8 @@ fn eight_input_kernels_bit_identical_to_single_kernels() {
                         QuantizedVec::new(ty, &x)
                     })
                     .collect();
-                let ds: Vec<Vec<f32>> = xs
-                    .iter()
-                    .map(|x| {
-                        let mut d = Vec::new();
-                        avx2::q8_0_scales(x.bytes(), &mut d);
-                        d
-                    })
-                    .collect();
+                let bytes: Vec<&[u8]> = xs.iter().map(|x| x.bytes()).collect();
+                let ds = f32_scales(&bytes);
                 let mut out = [f32::NAN; 8];
                 k8(
                     &row,
@@ -391,14 +397,7 @@ fn four_input_kernels_bit_identical_to_single_kernels() {
                     if let Some(k4) = k4 {
                         k4(&row, xb, &mut out);
                     } else if let Some(k4s) = k4s {
-                        let ds: Vec<Vec<f32>> = xb
-                            .iter()
-                            .map(|b| {
-                                let mut d = Vec::new();
-                                avx2::q8_0_scales(b, &mut d);
-                                d
-                            })
-                            .collect();
+                        let ds = f32_scales(&xb);
                         k4s(&row, xb, [&ds[0], &ds[1], &ds[2], &ds[3]], &mut out);
                         scaled += 1;
                     }
