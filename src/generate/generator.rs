@@ -101,8 +101,8 @@ impl<'m, B: Backend> Generator<'m, B> {
             });
         }
         let t0 = Instant::now();
-        let logits = self.model.forward(&mut self.state, prompt, false)?;
-        let mut logits = logits.to_vec();
+        // Sampling reads the logits where forward leaves them (state.logits): no copy.
+        self.model.forward(&mut self.state, prompt, false)?;
         self.tokens.extend_from_slice(prompt);
         let prefill_time = t0.elapsed();
 
@@ -115,7 +115,7 @@ impl<'m, B: Backend> Generator<'m, B> {
             if generated >= opts.max_tokens {
                 break FinishReason::Length;
             }
-            let next = self.sampler.sample(&logits, &self.tokens);
+            let next = self.sampler.sample(&self.state.logits, &self.tokens);
             generated += 1;
             if self.tokenizer.is_eog(next) {
                 break FinishReason::Stop;
@@ -132,8 +132,7 @@ impl<'m, B: Backend> Generator<'m, B> {
             if self.tokens.len() + 1 >= n_ctx {
                 break FinishReason::Length;
             }
-            logits.clear();
-            logits.extend_from_slice(self.model.forward(&mut self.state, &[next], false)?);
+            self.model.forward(&mut self.state, &[next], false)?;
             self.tokens.push(next);
         };
         if !hit_stop && finish != FinishReason::Cancelled {

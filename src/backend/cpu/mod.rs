@@ -178,11 +178,8 @@ impl Backend for CpuBackend {
     }
 
     fn rms_norm_inplace(&self, x: &mut CpuTensor, w: &CpuTensor, eps: f32) {
-        let seg = w.cols;
-        let mut tmp = vec![0f32; seg];
-        for s in x.data.chunks_exact_mut(seg) {
-            ops::rms_norm(s, &w.data, eps, &mut tmp);
-            s.copy_from_slice(&tmp);
+        for s in x.data.chunks_exact_mut(w.cols) {
+            ops::rms_norm_inplace(s, &w.data, eps);
         }
     }
 
