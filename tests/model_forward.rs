@@ -72,3 +72,50 @@ fn context_overflow_and_bad_tokens_are_errors() {
     assert!(e.to_string().contains("outside the vocabulary"), "{e}");
     assert!(model.forward(&mut st, &[], false).is_err());
 }
+
+/// The FFN observer sees every layer in order with consistent tensors, and observing does not
+/// change the logits.
+#[test]
+fn ffn_observer_sees_every_layer() {
+    use powerinfer::model::{FfnObserver, FfnTaps};
+    struct Check {
+        layers: Vec<usize>,
+        n_embd: usize,
+        n_ff: usize,
+    }
+    impl FfnObserver for Check {
+        fn observe(&mut self, layer: usize, rows: usize, t: FfnTaps<'_>) {
+            self.layers.push(layer);
+            assert_eq!(t.input.len(), rows * self.n_embd);
+            assert_eq!(t.gate.len(), rows * self.n_ff);
+            assert_eq!(t.up.len(), rows * self.n_ff);
+            assert_eq!(t.act.len(), rows * self.n_ff);
+            // SmolLM2's FFN is SwiGLU: act = silu(gate) * up.
+            for i in 0..t.act.len() {
+                let g = t.gate[i];
+                let want = g / (1.0 + (-g).exp()) * t.up[i];
+                assert!((t.act[i] - want).abs() <= 1e-4 * (1.0 + want.abs()));
+            }
+        }
+    }
+    let Some(path) = common::model("smollm2") else {
+        return;
+    };
+    let model = Model::load(&path, CpuBackend::new(), None).unwrap();
+    let (prompt, _) = case("smollm2");
+    let mut st = model.new_state(64);
+    let plain = model.forward(&mut st, &prompt, true).unwrap().to_vec();
+    let mut check = Check {
+        layers: Vec::new(),
+        n_embd: model.config.d_model,
+        n_ff: model.config.n_ff,
+    };
+    let mut st = model.new_state(64);
+    let seen = model
+        .forward_observed(&mut st, &prompt, true, Some(&mut check))
+        .unwrap()
+        .to_vec();
+    assert_eq!(plain, seen);
+    let want: Vec<usize> = (0..model.config.n_layer).collect();
+    assert_eq!(check.layers, want);
+}

@@ -3,11 +3,13 @@
 //! optional tensors).
 
 mod config;
+mod observer;
 mod state;
 mod transformer;
 mod weights;
 
 pub use config::{Arch, FfnKind, ModelConfig, RopeStyle, FFN_ACTIVATION_KEY};
+pub use observer::{FfnObserver, FfnTaps};
 pub use state::State;
 pub use transformer::Model;
 pub use weights::{LayerWeights, Weights};

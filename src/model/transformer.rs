@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{ModelConfig, ModelError, State, Weights};
+use super::{FfnObserver, FfnTaps, ModelConfig, ModelError, State, Weights};
 use crate::backend::{AttnParams, Backend};
 use crate::gguf::GgufFile;
 
@@ -63,6 +63,17 @@ impl<B: Backend> Model<B> {
         tokens: &[u32],
         all_logits: bool,
     ) -> Result<&'s [f32], ModelError> {
+        self.forward_observed(state, tokens, all_logits, None)
+    }
+
+    /// [`Model::forward`], showing every layer's FFN tensors to `observer` (profiling).
+    pub fn forward_observed<'s>(
+        &self,
+        state: &'s mut State<B>,
+        tokens: &[u32],
+        all_logits: bool,
+        mut observer: Option<&mut dyn FfnObserver>,
+    ) -> Result<&'s [f32], ModelError> {
         if tokens.is_empty() {
             return Err(ModelError::EmptyInput);
         }
@@ -86,7 +97,7 @@ impl<B: Backend> Model<B> {
         let mut host = std::mem::take(&mut state.logits);
         host.clear();
         for chunk in tokens.chunks(MAX_BATCH) {
-            self.forward_batch(state, chunk, all_logits);
+            self.forward_batch(state, chunk, all_logits, observer.as_deref_mut());
             if !all_logits {
                 host.clear();
             }
@@ -96,7 +107,13 @@ impl<B: Backend> Model<B> {
         Ok(&state.logits)
     }
 
-    fn forward_batch(&self, st: &mut State<B>, tokens: &[u32], all_logits: bool) {
+    fn forward_batch(
+        &self,
+        st: &mut State<B>,
+        tokens: &[u32],
+        all_logits: bool,
+        mut observer: Option<&mut (dyn FfnObserver + '_)>,
+    ) {
         let c = &self.config;
         let b = &self.backend;
         let w = &self.weights;
@@ -158,7 +175,29 @@ impl<B: Backend> Model<B> {
             if let Some(gate) = &lw.gate {
                 b.matmul(gate, &st.h, &mut st.gate);
             }
+            let taps = observer.is_some().then(|| {
+                let mut t = TapBuffers::default();
+                b.append_to_host(&st.h, &mut t.input);
+                if lw.gate.is_some() {
+                    b.append_to_host(&st.gate, &mut t.gate);
+                }
+                b.append_to_host(&st.up, &mut t.up);
+                t
+            });
             b.ffn_activation(c.ffn, &st.gate, &mut st.up);
+            if let (Some(obs), Some(mut t)) = (observer.as_deref_mut(), taps) {
+                b.append_to_host(&st.up, &mut t.act);
+                obs.observe(
+                    il,
+                    tokens.len(),
+                    FfnTaps {
+                        input: &t.input,
+                        gate: &t.gate,
+                        up: &t.up,
+                        act: &t.act,
+                    },
+                );
+            }
             b.matmul(&lw.down, &st.up, &mut st.o);
             if let Some(n) = &lw.post_ffn_norm {
                 b.rms_norm_inplace(&mut st.o, n, c.rms_eps);
@@ -177,4 +216,13 @@ impl<B: Backend> Model<B> {
         }
         b.matmul(&w.output, &st.h, &mut st.logits_dev);
     }
+}
+
+/// Host copies of one layer's FFN tensors for an observer.
+#[derive(Default)]
+struct TapBuffers {
+    input: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    act: Vec<f32>,
 }
