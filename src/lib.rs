@@ -6,9 +6,12 @@
 //! loop and `server` the HTTP API.
 
 pub mod backend;
+pub mod corpus;
 pub mod generate;
 pub mod gguf;
 pub mod model;
 pub mod paths;
+pub mod perplexity;
 pub mod quant;
+pub mod sparse;
 pub mod tokenizer;
