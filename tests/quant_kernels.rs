@@ -2,6 +2,8 @@
 
 mod quant_common;
 
+mod common;
+
 use powerinfer::quant::{
     dequantize_row, dot_kernel, gather_matvec, matmul, matvec, matvec_q, scalar, vec_dot, GgmlType,
     QMatrix, QuantizedVec,
@@ -455,4 +457,62 @@ fn simd_activation_quantizers_equal_scalar_bytes() {
             assert_eq!(a, b, "{act} trial {trial}");
         }
     }
+}
+
+/// Levels × scale + offset reproduce dequantisation: the legacy formats on random rows, the
+/// k-quants on rows of a real model (gemma3's ffn_down mixes Q4_K and Q6_K).
+#[test]
+fn row_levels_reproduce_dequantize() {
+    use powerinfer::quant::{dequantize_row, level_group, quantize_row, row_levels, GgmlType};
+    fn check(ty: GgmlType, bytes: &[u8], n: usize) {
+        let g = level_group(ty).unwrap();
+        let mut want = vec![0f32; n];
+        dequantize_row(ty, bytes, &mut want).unwrap();
+        let (mut q, mut sc, mut of) = (vec![0i8; n], vec![0f32; n / g], vec![0f32; n / g]);
+        assert!(row_levels(ty, bytes, &mut q, &mut sc, &mut of));
+        for i in 0..n {
+            let got = sc[i / g] * q[i] as f32 + of[i / g];
+            assert!(
+                (got - want[i]).abs() <= 1e-6 * (1.0 + want[i].abs()),
+                "{ty} element {i}: {got} vs {}",
+                want[i]
+            );
+        }
+    }
+    let n = 512;
+    let mut s = 0x2545_f491_4f6c_dd1du64;
+    let x: Vec<f32> = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+        })
+        .collect();
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+    ] {
+        let mut bytes = vec![0u8; n / ty.block_len() * ty.block_bytes()];
+        quantize_row(ty, &x, &mut bytes).unwrap();
+        check(ty, &bytes, n);
+    }
+    assert!(level_group(GgmlType::Q3_K).is_none());
+    let Some(path) = common::model("gemma3") else {
+        return;
+    };
+    let f = powerinfer::gguf::GgufFile::open(&path).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for l in 0..18 {
+        let t = f.tensor(&format!("blk.{l}.ffn_down.weight")).unwrap();
+        if seen.insert(t.ty()) {
+            for r in [0, 7, t.n_rows() - 1] {
+                check(t.ty(), t.row(r), t.row_len());
+            }
+        }
+    }
+    assert!(seen.contains(&GgmlType::Q4_K) && seen.contains(&GgmlType::Q6_K));
 }

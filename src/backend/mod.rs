@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::model::{FfnKind, ModelError, RopeStyle};
+use crate::quant::QMatrix;
+use crate::sparse::{LayerThreshold, SparseLayer, SparseScratch};
 
 pub use cpu::CpuBackend;
 
@@ -97,4 +99,31 @@ pub trait Backend: Send + Sync {
     fn rows(&self, x: &Self::Tensor) -> usize;
     /// Append a tensor's values to a host buffer (row-major).
     fn append_to_host(&self, x: &Self::Tensor, out: &mut Vec<f32>);
+
+    /// The weight's bytes on the host in GGUF layout, when the backend keeps them there (the
+    /// sparse FFN builds its neuron-major down matrix from it).
+    fn host_matrix<'a>(&self, w: &'a Self::Weight) -> Option<QMatrix<'a>>;
+    /// Zero the activations the layer's rule deems inactive (see `sparse::mask_activation`).
+    /// Returns false when the backend cannot.
+    fn ffn_mask(
+        &self,
+        kind: FfnKind,
+        th: LayerThreshold,
+        gate: &Self::Tensor,
+        act: &mut Self::Tensor,
+    ) -> bool;
+    /// The sparse FFN of one layer over every row of `x` (see `sparse::SparseLayer`); `out`
+    /// receives the FFN output. Returns false when the backend has no sparse FFN.
+    #[allow(clippy::too_many_arguments)]
+    fn sparse_ffn(
+        &self,
+        layer: &SparseLayer,
+        kind: FfnKind,
+        gate: Option<&Self::Weight>,
+        up: &Self::Weight,
+        x: &Self::Tensor,
+        oracle: bool,
+        scratch: &mut SparseScratch,
+        out: &mut Self::Tensor,
+    ) -> bool;
 }

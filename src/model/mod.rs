@@ -11,7 +11,7 @@ mod weights;
 pub use config::{Arch, FfnKind, ModelConfig, RopeStyle, FFN_ACTIVATION_KEY};
 pub use observer::{FfnObserver, FfnTaps};
 pub use state::State;
-pub use transformer::Model;
+pub use transformer::{Model, SparseModel};
 pub use weights::{LayerWeights, Weights};
 
 use crate::gguf::GgufError;
@@ -37,4 +37,6 @@ pub enum ModelError {
     BadToken { id: u32, vocab: usize },
     #[error("empty input: nothing to evaluate")]
     EmptyInput,
+    #[error("FFN mode {0} needs a profile sidecar: run `powerinfer profile` on the model, then pass --sparse")]
+    NoSidecar(&'static str),
 }

@@ -1,6 +1,7 @@
 //! Per-sequence state: the KV cache and the scratch tensors of the forward pass.
 
 use crate::backend::Backend;
+use crate::sparse::{FfnMode, SparseScratch};
 
 /// Everything that changes while one sequence is decoded. Weights are shared between
 /// states, so a server keeps one `State` per concurrent sequence.
@@ -22,6 +23,13 @@ pub struct State<B: Backend> {
     pub(crate) logits_dev: B::Tensor,
     /// Host copy of the logits of the last call (`rows × vocab`).
     pub logits: Vec<f32>,
+    /// How this sequence evaluates its FFNs (dense unless a sidecar mode is chosen).
+    pub ffn_mode: FfnMode,
+    /// In the sparse modes, evaluate multi-token batches (prefill) sparsely too, row by row.
+    /// Off by default: over a batch the union of active neurons is nearly all of them, so a
+    /// prompt runs faster through the batched dense kernels with the exact active set.
+    pub sparse_prefill: bool,
+    pub sparse: SparseScratch,
 }
 
 impl<B: Backend> State<B> {
@@ -42,6 +50,9 @@ impl<B: Backend> State<B> {
             last: backend.new_tensor(),
             logits_dev: backend.new_tensor(),
             logits: Vec::new(),
+            ffn_mode: FfnMode::Dense,
+            sparse_prefill: false,
+            sparse: SparseScratch::default(),
         }
     }
 

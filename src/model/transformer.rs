@@ -6,6 +6,14 @@ use std::sync::Arc;
 use super::{FfnObserver, FfnTaps, ModelConfig, ModelError, State, Weights};
 use crate::backend::{AttnParams, Backend};
 use crate::gguf::GgufFile;
+use crate::sparse::down::TransposedDown;
+use crate::sparse::{FfnMode, LayerThreshold, Sidecar, SparseLayer};
+
+/// The sidecar's per-layer data, ready for the sparse FFN.
+pub struct SparseModel {
+    pub layers: Vec<SparseLayer>,
+    pub thresholds: Arc<[LayerThreshold]>,
+}
 
 /// Prompt tokens evaluated per batch; bounds scratch memory on long prompts.
 pub const MAX_BATCH: usize = 256;
@@ -15,6 +23,8 @@ pub struct Model<B: Backend> {
     pub backend: B,
     pub weights: Weights<B>,
     pub file: Arc<GgufFile>,
+    /// Loaded from a profile sidecar; needed by the oracle and predicted FFN modes.
+    pub sparse: Option<SparseModel>,
 }
 
 impl<B: Backend> Model<B> {
@@ -40,7 +50,57 @@ impl<B: Backend> Model<B> {
             backend,
             weights,
             file,
+            sparse: None,
         })
+    }
+
+    /// Attach a profile sidecar (already checked against this model): predictors, thresholds
+    /// and a neuron-major copy of every down matrix for the sparse FFN.
+    pub fn attach_sidecar(&mut self, sc: &Sidecar) -> Result<(), ModelError> {
+        let c = &self.config;
+        if sc.layers.len() != c.n_layer || sc.n_ff != c.n_ff || sc.d_model != c.d_model {
+            return Err(ModelError::Config(format!(
+                "sidecar shape ({} layers, n_ff {}, d_model {}) does not match the model ({}, {}, {})",
+                sc.layers.len(),
+                sc.n_ff,
+                sc.d_model,
+                c.n_layer,
+                c.n_ff,
+                c.d_model
+            )));
+        }
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for (il, (sl, lw)) in sc.layers.iter().zip(&self.weights.layers).enumerate() {
+            let down = self.backend.host_matrix(&lw.down).ok_or_else(|| {
+                ModelError::Config(format!(
+                    "backend {} keeps no host copy of the down matrices",
+                    self.backend.name()
+                ))
+            })?;
+            let predictor = match &sl.predictor {
+                None => None,
+                Some(p) => Some(
+                    powerinfer_predictors::Predictor::from_parts(
+                        p.d_in,
+                        p.rank,
+                        p.d_out,
+                        p.w1.clone(),
+                        p.b1.clone(),
+                        p.w2.clone(),
+                        p.b2.clone(),
+                    )
+                    .map_err(|e| ModelError::Config(format!("layer {il} predictor: {e}")))?,
+                ),
+            };
+            layers.push(SparseLayer {
+                threshold: sl.threshold,
+                predictor,
+                down: TransposedDown::new(&down),
+            });
+        }
+        let thresholds = sc.layers.iter().map(|l| l.threshold).collect();
+        self.sparse = Some(SparseModel { layers, thresholds });
+        Ok(())
     }
 
     /// A fresh sequence state with a KV cache of `n_ctx` positions (capped by the model's
@@ -77,6 +137,18 @@ impl<B: Backend> Model<B> {
         if tokens.is_empty() {
             return Err(ModelError::EmptyInput);
         }
+        if state.ffn_mode.needs_sidecar() && self.sparse.is_none() {
+            return Err(ModelError::NoSidecar(state.ffn_mode.name()));
+        }
+        if let FfnMode::Masked(th) = &state.ffn_mode {
+            if th.len() != self.config.n_layer {
+                return Err(ModelError::Config(format!(
+                    "{} thresholds for {} layers",
+                    th.len(),
+                    self.config.n_layer
+                )));
+            }
+        }
         let need = state.pos + tokens.len();
         if need > state.n_ctx {
             return Err(ModelError::ContextOverflow {
@@ -105,6 +177,23 @@ impl<B: Backend> Model<B> {
         }
         state.logits = host;
         Ok(&state.logits)
+    }
+
+    /// The sparse layer to run, when this sequence's mode and batch size call for one.
+    fn sparse_layer(&self, st: &State<B>, il: usize, rows: usize) -> Option<&SparseLayer> {
+        let sparse = self.sparse.as_ref()?;
+        let sparse_mode = matches!(st.ffn_mode, FfnMode::Oracle | FfnMode::Predicted);
+        (sparse_mode && (rows == 1 || st.sparse_prefill)).then(|| &sparse.layers[il])
+    }
+
+    /// The threshold to mask a dense FFN with: the mode's own (Masked), or the sidecar's for a
+    /// batch that a sparse mode evaluates densely (prefill).
+    fn mask_threshold(&self, st: &State<B>, il: usize) -> Option<LayerThreshold> {
+        match &st.ffn_mode {
+            FfnMode::Dense => None,
+            FfnMode::Masked(th) => Some(th[il]),
+            FfnMode::Oracle | FfnMode::Predicted => self.sparse.as_ref().map(|s| s.thresholds[il]),
+        }
     }
 
     fn forward_batch(
@@ -171,6 +260,24 @@ impl<B: Backend> Model<B> {
 
             // Feed-forward block.
             b.rms_norm(&st.x, &lw.ffn_norm, c.rms_eps, &mut st.h);
+            if let Some(sp) = self.sparse_layer(st, il, tokens.len()) {
+                let done = b.sparse_ffn(
+                    sp,
+                    c.ffn,
+                    lw.gate.as_ref(),
+                    &lw.up,
+                    &st.h,
+                    st.ffn_mode == FfnMode::Oracle,
+                    &mut st.sparse,
+                    &mut st.o,
+                );
+                assert!(done, "backend {} has no sparse FFN", b.name());
+                if let Some(n) = &lw.post_ffn_norm {
+                    b.rms_norm_inplace(&mut st.o, n, c.rms_eps);
+                }
+                b.add(&mut st.x, &st.o);
+                continue;
+            }
             b.matmul(&lw.up, &st.h, &mut st.up);
             if let Some(gate) = &lw.gate {
                 b.matmul(gate, &st.h, &mut st.gate);
@@ -185,6 +292,10 @@ impl<B: Backend> Model<B> {
                 t
             });
             b.ffn_activation(c.ffn, &st.gate, &mut st.up);
+            if let Some(th) = self.mask_threshold(st, il) {
+                let done = b.ffn_mask(c.ffn, th, &st.gate, &mut st.up);
+                assert!(done, "backend {} cannot mask activations", b.name());
+            }
             if let (Some(obs), Some(mut t)) = (observer.as_deref_mut(), taps) {
                 b.append_to_host(&st.up, &mut t.act);
                 obs.observe(

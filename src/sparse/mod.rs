@@ -1,8 +1,13 @@
 //! The sparse FFN: which neurons are active, the sidecar that `profile` writes, and the
 //! executor that computes only the active neurons.
 
+pub mod down;
+mod executor;
+mod mode;
 mod rule;
 pub mod sidecar;
 
+pub use executor::{mask_activation, FfnWeights, SparseCounters, SparseLayer, SparseScratch};
+pub use mode::FfnMode;
 pub use rule::{LayerThreshold, SparsityRule};
 pub use sidecar::{Sidecar, SidecarError, SidecarLayer};

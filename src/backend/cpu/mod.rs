@@ -19,6 +19,7 @@ use super::{AttnParams, Backend};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::model::{FfnKind, ModelError, RopeStyle};
 use crate::quant;
+use crate::sparse::{self, LayerThreshold, SparseLayer, SparseScratch};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend {
@@ -269,5 +270,47 @@ impl Backend for CpuBackend {
 
     fn append_to_host(&self, x: &CpuTensor, out: &mut Vec<f32>) {
         out.extend_from_slice(&x.data);
+    }
+
+    fn host_matrix<'a>(&self, w: &'a CpuWeight) -> Option<quant::QMatrix<'a>> {
+        Some(w.qmatrix())
+    }
+
+    fn ffn_mask(
+        &self,
+        kind: FfnKind,
+        th: LayerThreshold,
+        gate: &CpuTensor,
+        act: &mut CpuTensor,
+    ) -> bool {
+        sparse::mask_activation(kind, th, &gate.data, &mut act.data);
+        true
+    }
+
+    fn sparse_ffn(
+        &self,
+        layer: &SparseLayer,
+        kind: FfnKind,
+        gate: Option<&CpuWeight>,
+        up: &CpuWeight,
+        x: &CpuTensor,
+        oracle: bool,
+        scratch: &mut SparseScratch,
+        out: &mut CpuTensor,
+    ) -> bool {
+        let w = sparse::FfnWeights {
+            gate: gate.map(|g| g.qmatrix()),
+            up: up.qmatrix(),
+        };
+        let d = layer.down.d_model;
+        out.resize(x.rows, d);
+        for (xr, o) in x
+            .data
+            .chunks_exact(x.cols)
+            .zip(out.data.chunks_exact_mut(d))
+        {
+            layer.forward_row(kind, &w, xr, oracle, self.f32_activations, scratch, o);
+        }
+        true
     }
 }
