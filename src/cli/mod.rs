@@ -5,6 +5,8 @@ mod bench;
 mod chat;
 mod common;
 mod inspect;
+mod perplexity;
+mod profile;
 mod run;
 mod tokenize;
 
@@ -36,6 +38,10 @@ pub enum Command {
     Chat(chat::ChatArgs),
     /// Prefill and decode speed
     Bench(bench::BenchArgs),
+    /// Profile activations, train predictors, place neurons: writes MODEL.powerinfer.gguf
+    Profile(profile::ProfileArgs),
+    /// Perplexity of a text (dense, --sparse or --oracle; --compare-dense)
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 pub fn main(cli: Cli) -> anyhow::Result<()> {
@@ -45,5 +51,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Profile(a) => profile::run(a),
+        Command::Perplexity(a) => perplexity::run(a),
     }
 }

@@ -47,6 +47,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         Sampler::new(args.sampling.config()),
         args.model.ctx_size,
     );
+    gen.state.ffn_mode = args.model.ffn_mode();
     let opts = GenOptions {
         max_tokens: args.n_predict,
         stop: args.stop.clone(),

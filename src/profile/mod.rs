@@ -1,0 +1,8 @@
+//! `powerinfer profile`: drive the model over calibration text, feed the profiler crate, train
+//! the predictors, place neurons, and write the sidecar.
+
+mod collector;
+mod run;
+
+pub use collector::{rule_values, CalibrationPass, CollectPass};
+pub use run::{profile, placement_for, ProfileError, ProfileOptions, ProfileProgress, ProfileResult, Target};
