@@ -145,7 +145,6 @@ impl BitMatrix {
     }
 
     /// Writes row `r` as 0.0/1.0 values into `out` (length `cols`).
-    #[allow(dead_code)] // Used by training, next commit.
     pub(crate) fn row_to_f32(&self, r: usize, out: &mut [f32]) {
         let words = self.row_words(r);
         for (c, o) in out.iter_mut().enumerate() {
