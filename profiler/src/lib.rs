@@ -1,1 +1,8 @@
-//! Profiling: activation statistics, threshold calibration, placement (issue 4).
+//! Profiling for sparse inference: activation statistics, threshold calibration, per-layer
+//! sparsity levels under a perplexity budget, neuron placement and the run's summary.
+//! Independent of the engine: everything here takes plain slices.
+
+mod rng;
+pub mod stats;
+
+pub use stats::{ActivationStats, StatsError, StatsExport};
