@@ -4,5 +4,7 @@
 
 mod rng;
 pub mod stats;
+pub mod threshold;
 
 pub use stats::{ActivationStats, StatsError, StatsExport};
+pub use threshold::{SparsityRule, ThresholdCalibrator, ThresholdError};
