@@ -2,9 +2,13 @@
 //! sparsity levels under a perplexity budget, neuron placement and the run's summary.
 //! Independent of the engine: everything here takes plain slices.
 
+pub mod levels;
 mod rng;
 pub mod stats;
 pub mod threshold;
 
+pub use levels::{
+    choose_levels, choose_levels_with, LevelChoice, LevelError, LevelOptions, LevelStep, StepKind,
+};
 pub use stats::{ActivationStats, StatsError, StatsExport};
 pub use threshold::{SparsityRule, ThresholdCalibrator, ThresholdError};
