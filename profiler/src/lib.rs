@@ -3,6 +3,7 @@
 //! Independent of the engine: everything here takes plain slices.
 
 pub mod levels;
+pub mod placement;
 mod rng;
 pub mod stats;
 pub mod threshold;
@@ -10,5 +11,6 @@ pub mod threshold;
 pub use levels::{
     choose_levels, choose_levels_with, LevelChoice, LevelError, LevelOptions, LevelStep, StepKind,
 };
+pub use placement::{FixedItem, LayerNeurons, LayerPlacement, Placement, PlacementError, Placer};
 pub use stats::{ActivationStats, StatsError, StatsExport};
 pub use threshold::{SparsityRule, ThresholdCalibrator, ThresholdError};
