@@ -6,6 +6,7 @@ pub mod levels;
 pub mod placement;
 mod rng;
 pub mod stats;
+pub mod summary;
 pub mod threshold;
 
 pub use levels::{
@@ -13,4 +14,8 @@ pub use levels::{
 };
 pub use placement::{FixedItem, LayerNeurons, LayerPlacement, Placement, PlacementError, Placer};
 pub use stats::{ActivationStats, StatsError, StatsExport};
+pub use summary::{
+    LayerMeasures, LayerSummary, ProfileSummary, RunConfig, SparsityTarget, SummaryError,
+    SummaryTotals,
+};
 pub use threshold::{SparsityRule, ThresholdCalibrator, ThresholdError};
