@@ -8,6 +8,7 @@ mod rng;
 pub mod stats;
 pub mod summary;
 pub mod threshold;
+pub mod train;
 
 pub use levels::{
     choose_levels, choose_levels_with, LevelChoice, LevelError, LevelOptions, LevelStep, StepKind,
@@ -19,3 +20,6 @@ pub use summary::{
     SummaryTotals,
 };
 pub use threshold::{SparsityRule, ThresholdCalibrator, ThresholdError};
+pub use train::{
+    labels_from_values, layer_measures, train_layers, EventFn, LayerData, TrainError, TrainEvent,
+};
