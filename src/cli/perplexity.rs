@@ -41,7 +41,8 @@ pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
         file.display()
     );
     let docs = powerinfer::corpus::load(&file)?;
-    let seqs = powerinfer::corpus::tokenize(&docs, &engine.tokenizer, &engine.template, args.max_tokens)?;
+    let seqs =
+        powerinfer::corpus::tokenize(&docs, &engine.tokenizer, &engine.template, args.max_tokens)?;
     let mut tokens: Vec<u32> = seqs.concat();
     tokens.truncate(args.max_tokens);
     let model = &engine.model;

@@ -108,7 +108,9 @@ impl ProfileProgress for Bars {
             return;
         }
         match e {
-            TrainEvent::Started { layer, n_layers, .. } => {
+            TrainEvent::Started {
+                layer, n_layers, ..
+            } => {
                 if *layer == 0 {
                     let pb = ProgressBar::new(*n_layers as u64);
                     pb.set_style(
@@ -160,7 +162,10 @@ pub fn run(args: &ProfileArgs) -> anyhow::Result<()> {
         };
         let target = match (args.target_sparsity, args.max_ppl_rise) {
             (Some(s), _) => {
-                anyhow::ensure!((0.0..1.0).contains(&s), "--target-sparsity must be in [0, 1)");
+                anyhow::ensure!(
+                    (0.0..1.0).contains(&s),
+                    "--target-sparsity must be in [0, 1)"
+                );
                 Target::Sparsity(s)
             }
             (None, Some(r)) => {
@@ -205,7 +210,10 @@ pub fn run(args: &ProfileArgs) -> anyhow::Result<()> {
     };
     let res = profile::profile(&engine, &path, &opts, &bars).context("profile")?;
     bars.stage("writing the sidecar");
-    let out = args.output.clone().unwrap_or_else(|| sidecar::default_path(&path));
+    let out = args
+        .output
+        .clone()
+        .unwrap_or_else(|| sidecar::default_path(&path));
     res.sidecar.write(&out)?;
     if args.json {
         let mut v: serde_json::Value = serde_json::from_str(&res.summary.to_json())?;

@@ -5,4 +5,6 @@ mod collector;
 mod run;
 
 pub use collector::{rule_values, CalibrationPass, CollectPass};
-pub use run::{profile, placement_for, ProfileError, ProfileOptions, ProfileProgress, ProfileResult, Target};
+pub use run::{
+    placement_for, profile, ProfileError, ProfileOptions, ProfileProgress, ProfileResult, Target,
+};

@@ -16,7 +16,7 @@ use crate::backend::CpuBackend;
 use crate::corpus::{self, CorpusError};
 use crate::generate::Engine;
 use crate::model::{FfnKind, Model, ModelError};
-use crate::perplexity::{self, Scorer};
+use crate::perplexity::Scorer;
 use crate::quant;
 use crate::sparse::sidecar::{self, PredictorWeights, SidecarError};
 use crate::sparse::{FfnMode, LayerThreshold, Sidecar, SidecarLayer, SparsityRule};
@@ -424,7 +424,9 @@ pub fn profile(
         tokens: calib_tokens as u64,
         rule: opts.rule,
         target: match opts.target {
-            Target::Natural => SparsityTarget::Sparsity(stats.mean_sparsity().unwrap_or(0.0) as f32),
+            Target::Natural => {
+                SparsityTarget::Sparsity(stats.mean_sparsity().unwrap_or(0.0) as f32)
+            }
             Target::Sparsity(s) => SparsityTarget::Sparsity(s),
             Target::MaxPplRise(r) => SparsityTarget::MaxPplRise(r),
         },
@@ -482,9 +484,4 @@ pub fn profile(
         measured_sparsity: stats.mean_sparsity().unwrap_or(0.0),
         top20_share: stats.top20_share().unwrap_or(0.0),
     })
-}
-
-/// Perplexity windows of the evaluation text (used by the CLI and tests).
-pub fn eval_windows(tokens: &[u32], ctx: usize) -> Vec<Vec<u32>> {
-    perplexity::windows(tokens, ctx).map(<[u32]>::to_vec).collect()
 }

@@ -296,7 +296,7 @@ impl Sidecar {
         let mut layers = Vec::with_capacity(n_layer);
         for i in 0..n_layer {
             let rule = match &rules[i] {
-                Value::String(s) => SparsityRule::parse(s),
+                Value::String(s) => s.parse::<SparsityRule>().ok(),
                 _ => None,
             }
             .ok_or_else(|| bad(format!("layer {i}: bad rule {:?}", rules[i])))?;
