@@ -300,3 +300,57 @@ fn bad_specs_are_refused() {
     assert!(e.contains("q3_x"), "{e}");
     assert!(SynthSpec::parse_activation("silu").is_err());
 }
+
+#[test]
+fn cli_writes_a_model_and_refuses_bad_arguments() {
+    let f = TempFile::new("cli");
+    let out = f.0.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "synth", "-o", out, "--hidden", "128", "--ffn", "256", "--layers", "2", "--heads", "4",
+            "--vocab", "600", "--seed", "9",
+        ];
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_powerinfer"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let ok = run(&[
+        "--activation",
+        "drelu",
+        "--type",
+        "q8_0",
+        "--sparsity",
+        "0.8",
+    ]);
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        stdout.contains("params") && stdout.contains("SYNTHETIC"),
+        "{stdout}"
+    );
+    let model = Model::load(&f.0, CpuBackend::new(), None).unwrap();
+    assert_eq!(model.config.ffn, FfnKind::DReLU);
+    assert_eq!(model.config.n_layer, 2);
+    drop(model);
+    for (extra, needle) in [
+        (&["--kv-heads", "3"][..], "KV head count 3"),
+        (&["--sparsity", "1.5"][..], "sparsity 1.5"),
+        (&["--type", "q3_x"][..], "unknown weight type \"q3_x\""),
+        (&["--activation", "silu"][..], "unknown activation \"silu\""),
+    ] {
+        let bad = run(extra);
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert_eq!(bad.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(needle),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
