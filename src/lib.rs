@@ -15,4 +15,5 @@ pub mod perplexity;
 pub mod profile;
 pub mod quant;
 pub mod sparse;
+pub mod synth;
 pub mod tokenizer;
