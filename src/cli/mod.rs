@@ -39,15 +39,12 @@ pub enum Command {
     Chat(chat::ChatArgs),
     /// Prefill and decode speed
     Bench(bench::BenchArgs),
-<<<<<<< HEAD
     /// Profile activations, train predictors, place neurons: writes MODEL.powerinfer.gguf
     Profile(profile::ProfileArgs),
     /// Perplexity of a text (dense, --sparse or --oracle; --compare-dense)
     Perplexity(perplexity::PerplexityArgs),
-=======
     /// Write a synthetic ReLU-family model (random weights, chosen sparsity) for tests and benchmarks
     Synth(synth::SynthArgs),
->>>>>>> synth
 }
 
 pub fn main(cli: Cli) -> anyhow::Result<()> {
@@ -57,11 +54,8 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Bench(a) => bench::run(a),
-<<<<<<< HEAD
         Command::Profile(a) => profile::run(a),
         Command::Perplexity(a) => perplexity::run(a),
-=======
         Command::Synth(a) => synth::run(a),
->>>>>>> synth
     }
 }
