@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use powerinfer::profile::{self, ProfileOptions, ProfileProgress, Target};
 use powerinfer::sparse::{sidecar, SparsityRule};
@@ -208,7 +207,7 @@ pub fn run(args: &ProfileArgs) -> anyhow::Result<()> {
         bar: Mutex::new(None),
         quiet: false,
     };
-    let res = profile::profile(&engine, &path, &opts, &bars).context("profile")?;
+    let res = profile::profile(&engine, &path, &opts, &bars)?;
     bars.stage("writing the sidecar");
     let out = args
         .output

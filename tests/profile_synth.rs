@@ -1,0 +1,198 @@
+//! The whole PowerInfer pipeline on a synthetic ReLU model (90% sparse, skewed): synth →
+//! profile → sparse inference. The model is synthetic (random weights), so only activation
+//! statistics and agreement with dense matter, never the text.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use powerinfer::backend::CpuBackend;
+use powerinfer::model::Model;
+use powerinfer::sparse::{FfnMode, Sidecar};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_powerinfer"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("powerinfer-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+/// The calibration corpus installed by scripts/fetch-corpus.sh (scripts/test.sh runs it).
+fn corpus() -> Option<PathBuf> {
+    let p = powerinfer::corpus::default_calibration();
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var_os("POWERINFER_REQUIRE_MODELS").is_some() {
+        panic!("calibration corpus {} missing", p.display());
+    }
+    eprintln!(
+        "SKIPPED: no corpus at {} (run scripts/fetch-corpus.sh)",
+        p.display()
+    );
+    None
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn synth(path: &Path, sparsity: f64) {
+    run_ok(bin().args([
+        "synth",
+        "-o",
+        path.to_str().unwrap(),
+        "--hidden",
+        "256",
+        "--ffn",
+        "1024",
+        "--layers",
+        "4",
+        "--heads",
+        "4",
+        "--activation",
+        "reglu",
+        "--type",
+        "q8_0",
+        "--skew",
+        "1",
+        "--seed",
+        "7",
+        "--vocab",
+        "512",
+        "--sparsity",
+        &sparsity.to_string(),
+    ]));
+}
+
+#[test]
+fn profile_synthetic_relu_model() {
+    let Some(corpus) = corpus() else {
+        return;
+    };
+    let model_path = tmp("syn90.gguf");
+    let sc_path = tmp("syn90.powerinfer.gguf");
+    synth(&model_path, 0.9);
+    let json = run_ok(bin().args([
+        "profile",
+        "-m",
+        model_path.to_str().unwrap(),
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--tokens",
+        "4096",
+        "--heldout",
+        "1024",
+        "-c",
+        "256",
+        "--vram-budget",
+        "0.004",
+        "-o",
+        sc_path.to_str().unwrap(),
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    let measured = v["measured_sparsity"].as_f64().unwrap();
+    assert!(
+        (measured - 0.9).abs() <= 0.03,
+        "measured sparsity {measured}"
+    );
+    assert!(v["top20_share"].as_f64().unwrap() > 0.5, "{v}");
+    let overall = &v["overall"];
+    let recall = overall["recall"].as_f64().unwrap();
+    let pred = overall["predicted_sparsity"].as_f64().unwrap();
+    assert!(recall >= 0.95, "recall {recall}");
+    assert!(pred >= 0.80, "predicted sparsity {pred}");
+    for l in v["layers"].as_array().unwrap() {
+        assert!(l["recall"].as_f64().unwrap() >= 0.94, "{l}");
+    }
+
+    // Sparse inference with the sidecar: oracle equals dense, predicted agrees with dense.
+    let sc = Sidecar::read(&sc_path).unwrap();
+    assert!(
+        sc.layers.iter().any(|l| !l.hot.is_empty()),
+        "placement made nothing hot"
+    );
+    let mut model = Model::load(&model_path, CpuBackend::new(), None).unwrap();
+    sc.check_model(&sc_path, &model.file).unwrap();
+    model.attach_sidecar(&sc).unwrap();
+    let tokens: Vec<u32> = (0..160u32).map(|i| (i * 37 + 11) % 512).collect();
+    let run = |mode: FfnMode| -> Vec<Vec<f32>> {
+        let mut st = model.new_state(256);
+        st.ffn_mode = mode;
+        tokens
+            .iter()
+            .map(|&t| model.forward(&mut st, &[t], false).unwrap().to_vec())
+            .collect()
+    };
+    let dense = run(FfnMode::Dense);
+    let oracle = run(FfnMode::Oracle);
+    let predicted = run(FfnMode::Predicted);
+    let argmax = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
+    let mut worst = 0f32;
+    for (o, d) in oracle.iter().zip(&dense) {
+        let scale = d.iter().fold(0f32, |m, x| m.max(x.abs()));
+        for (a, b) in o.iter().zip(d) {
+            worst = worst.max((a - b).abs() / scale);
+        }
+    }
+    assert!(worst <= 1e-5, "oracle vs dense: relative {worst}");
+    let agree = predicted
+        .iter()
+        .zip(&dense)
+        .filter(|(p, d)| argmax(p) == argmax(d))
+        .count();
+    let frac = agree as f64 / dense.len() as f64;
+    assert!(
+        frac >= 0.95,
+        "predicted-sparse top-1 agrees with dense on {frac}"
+    );
+}
+
+#[test]
+fn profile_errors_are_clear() {
+    let model_path = tmp("syn50.gguf");
+    synth(&model_path, 0.5);
+    // ReLU models take no target sparsity.
+    let out = bin()
+        .args([
+            "profile",
+            "-m",
+            model_path.to_str().unwrap(),
+            "--target-sparsity",
+            "0.5",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sparse by itself"));
+    // --sparse without a sidecar names the missing file and the fix.
+    let out = bin()
+        .args([
+            "run",
+            "-m",
+            model_path.to_str().unwrap(),
+            "-p",
+            "hi",
+            "-n",
+            "2",
+            "--sparse",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no sidecar") && err.contains("powerinfer profile"),
+        "{err}"
+    );
+}
