@@ -11,4 +11,5 @@ pub mod gguf;
 pub mod model;
 pub mod paths;
 pub mod quant;
+pub mod server;
 pub mod tokenizer;
