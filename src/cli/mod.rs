@@ -6,6 +6,7 @@ mod chat;
 mod common;
 mod inspect;
 mod run;
+mod serve;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +37,8 @@ pub enum Command {
     Chat(chat::ChatArgs),
     /// Prefill and decode speed
     Bench(bench::BenchArgs),
+    /// OpenAI-compatible HTTP server with a chat page
+    Serve(serve::ServeArgs),
 }
 
 pub fn main(cli: Cli) -> anyhow::Result<()> {
@@ -45,5 +48,6 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Serve(a) => serve::run(a),
     }
 }
