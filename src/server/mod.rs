@@ -62,7 +62,7 @@ pub async fn serve<B: Backend + 'static>(
         })?;
     let engine = Arc::new(engine);
     let metrics = Arc::new(Metrics::new(cfg.scheduler.parallel));
-    let scheduler = Scheduler::start(engine.clone(), cfg.scheduler, metrics.clone());
+    let scheduler = Scheduler::start(engine.clone(), cfg.scheduler, metrics.clone())?;
     let app = Arc::new(App::new(
         engine,
         scheduler,

@@ -228,3 +228,62 @@ pub struct ModelList {
     pub object: &'static str,
     pub data: Vec<ModelCard>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_as_string_or_text_parts() {
+        let req: ChatRequest = serde_json::from_str(
+            r#"{"messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "Hello, "},
+                                             {"type": "text", "text": "world"}]},
+                {"role": "assistant", "content": null}],
+                "stop": "END", "max_tokens": 5, "unknown_field": [1, 2]}"#,
+        )
+        .unwrap();
+        let msgs: Vec<ChatMessage> = req.messages.iter().map(|m| m.to_chat().unwrap()).collect();
+        assert_eq!(
+            msgs,
+            [
+                ChatMessage::new("system", "Be brief."),
+                ChatMessage::new("user", "Hello, world"),
+                ChatMessage::new("assistant", ""),
+            ]
+        );
+        assert_eq!(req.sampling.stop.unwrap().into_vec(), ["END"]);
+        assert_eq!(req.sampling.max_tokens, Some(5));
+        assert!(!req.stream);
+    }
+
+    #[test]
+    fn image_parts_and_wrong_types_are_rejected() {
+        let req: ChatRequest = serde_json::from_str(
+            r#"{"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}"#,
+        )
+        .unwrap();
+        let err = req.messages[0].to_chat().unwrap_err();
+        assert!(err.contains("image_url"), "{err}");
+        for bad in [
+            r#"{"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}"#,
+            r#"{"messages": [{"role": "user", "content": "hi"}], "stop": 3}"#,
+            r#"{"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}"#,
+            r#"{"messages": [{"content": "no role"}]}"#,
+        ] {
+            assert!(serde_json::from_str::<ChatRequest>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn completion_prompt_and_stop_list() {
+        let req: CompletionRequest =
+            serde_json::from_str(r#"{"prompt": ["one"], "stop": ["a", "b"], "seed": 9}"#).unwrap();
+        assert!(matches!(req.prompt, Prompt::Many(ref v) if v == &["one"]));
+        assert_eq!(req.sampling.stop.unwrap().into_vec(), ["a", "b"]);
+        assert_eq!(req.sampling.seed, Some(9));
+        assert_eq!(Usage::new(3, 4).total_tokens, 7);
+        assert_eq!(finish_reason(FinishReason::Length), "length");
+    }
+}

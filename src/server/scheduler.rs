@@ -94,7 +94,7 @@ impl Scheduler {
         engine: Arc<Engine<B>>,
         cfg: SchedulerConfig,
         metrics: Arc<Metrics>,
-    ) -> Scheduler {
+    ) -> std::io::Result<Scheduler> {
         let parallel = cfg.parallel.max(1);
         let states: Vec<State<B>> = (0..parallel)
             .map(|_| engine.model.new_state(cfg.n_ctx))
@@ -104,15 +104,14 @@ impl Scheduler {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("powerinfer-model".into())
-            .spawn(move || ModelLoop::new(&engine, states, metrics).run(rx))
-            .expect("spawning the model thread");
-        Scheduler {
+            .spawn(move || ModelLoop::new(&engine, states, metrics).run(rx))?;
+        Ok(Scheduler {
             jobs: Some(tx),
             thread: Some(thread),
             load: Arc::new(AtomicUsize::new(0)),
             limit: parallel + cfg.queue,
             n_ctx,
-        }
+        })
     }
 
     /// Context of each slot, in tokens.
