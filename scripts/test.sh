@@ -6,6 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-models.sh smollm2 gemma3 qwen05
 scripts/fetch-corpus.sh
+# Tools of the server tests (tests/serve): the real `openai` Python client, and headless
+# Chromium with chromedriver (driven through selenium) for the chat page. CI runs as root
+# on a fresh Debian machine; elsewhere the tests say what is missing.
+python3 -m pip install --quiet --disable-pip-version-check openai selenium
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null &&
+  ! { command -v chromium && command -v chromedriver; } >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
 # With the models installed, a test that cannot find one fails instead of skipping.
 export POWERINFER_REQUIRE_MODELS=1
 log="$(mktemp)"

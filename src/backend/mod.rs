@@ -95,6 +95,9 @@ pub trait Backend: Send + Sync {
     fn ffn_activation(&self, kind: FfnKind, gate: &Self::Tensor, up: &mut Self::Tensor);
     /// Copy rows `start..start+n` of `src` into `dst`.
     fn copy_rows(&self, src: &Self::Tensor, start: usize, n: usize, dst: &mut Self::Tensor);
+    /// Stack the rows of `parts`, in order, into `out` (all parts have the same width).
+    /// Used to batch the single-row results of several sequences.
+    fn concat_rows(&self, parts: &[&Self::Tensor], out: &mut Self::Tensor);
     /// Number of rows of a tensor.
     fn rows(&self, x: &Self::Tensor) -> usize;
     /// Append a tensor's values to a host buffer (row-major).

@@ -2,8 +2,11 @@
 //! turn only the text the template adds since the last turn is evaluated.
 
 use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use powerinfer::generate::{ChatMessage, GenOptions, Generator, Sampler};
+use anyhow::Context;
+use powerinfer::generate::{ChatMessage, FinishReason, GenOptions, Generator, Sampler};
 
 use super::common::{ModelArgs, SamplingArgs};
 
@@ -45,7 +48,23 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
         max_tokens: args.n_predict,
         stop: Vec::new(),
     };
-    eprintln!("powerinfer chat: /reset starts over, /exit (or Ctrl-D) quits.");
+    // Ctrl-C during an answer stops that answer; at the prompt it quits as usual.
+    let generating = Arc::new(AtomicBool::new(false));
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let (generating, interrupted) = (generating.clone(), interrupted.clone());
+        ctrlc::set_handler(move || {
+            if generating.load(Ordering::SeqCst) {
+                interrupted.store(true, Ordering::SeqCst);
+            } else {
+                std::process::exit(130);
+            }
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    eprintln!(
+        "powerinfer chat: /reset starts over, /exit (or Ctrl-D) quits, Ctrl-C stops an answer."
+    );
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
     loop {
@@ -80,15 +99,24 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
             }
         };
         let mut reply = String::new();
+        interrupted.store(false, Ordering::SeqCst);
+        generating.store(true, Ordering::SeqCst);
         let result = gen.generate(&prompt, &opts, |t| {
+            if interrupted.load(Ordering::SeqCst) {
+                return false;
+            }
             reply.push_str(t);
             let _ = out.write_all(t.as_bytes());
             let _ = out.flush();
             true
         });
+        generating.store(false, Ordering::SeqCst);
         println!();
         match result {
             Ok(stats) => {
+                if stats.finish == FinishReason::Cancelled {
+                    eprintln!("[stopped]");
+                }
                 eprintln!(
                     "[{} prompt tokens at {:.1} tok/s, {} tokens at {:.1} tok/s]",
                     stats.prompt_tokens,

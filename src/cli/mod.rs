@@ -9,6 +9,7 @@ mod perplexity;
 mod profile;
 mod run;
 mod synth;
+mod serve;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +46,8 @@ pub enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Write a synthetic ReLU-family model (random weights, chosen sparsity) for tests and benchmarks
     Synth(synth::SynthArgs),
+    /// OpenAI-compatible HTTP server with a chat page
+    Serve(serve::ServeArgs),
 }
 
 pub fn main(cli: Cli) -> anyhow::Result<()> {
@@ -57,5 +60,6 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Profile(a) => profile::run(a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::Serve(a) => serve::run(a),
     }
 }

@@ -2,10 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::{GenerateError, Sampler, StopMatcher};
+use super::{Decoding, GenerateError, Sampler, Step};
 use crate::backend::Backend;
 use crate::model::{Model, State};
-use crate::tokenizer::{StreamDecoder, Tokenizer};
+use crate::tokenizer::Tokenizer;
 
 /// Why generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -107,45 +107,27 @@ impl<'m, B: Backend> Generator<'m, B> {
         let prefill_time = t0.elapsed();
 
         let t1 = Instant::now();
-        let mut decoder = StreamDecoder::new(self.tokenizer);
-        let mut stops = StopMatcher::new(opts.stop.clone());
-        let mut generated = 0usize;
-        let mut hit_stop = false;
+        let mut decoding = Decoding::new(self.tokenizer, opts.stop.clone(), opts.max_tokens, n_ctx);
         let finish = loop {
-            if generated >= opts.max_tokens {
-                break FinishReason::Length;
+            match decoding.step(&mut self.sampler, &self.state.logits, &self.tokens) {
+                Step::Next { token, text } => {
+                    if !text.is_empty() && !on_text(&text) {
+                        break FinishReason::Cancelled;
+                    }
+                    self.model.forward(&mut self.state, &[token], false)?;
+                    self.tokens.push(token);
+                }
+                Step::Done { finish, text } => {
+                    if !text.is_empty() {
+                        on_text(&text);
+                    }
+                    break finish;
+                }
             }
-            let next = self.sampler.sample(&self.state.logits, &self.tokens);
-            generated += 1;
-            if self.tokenizer.is_eog(next) {
-                break FinishReason::Stop;
-            }
-            let text = decoder.push(next);
-            let (emit, hit) = stops.push(&text);
-            if !emit.is_empty() && !on_text(&emit) {
-                break FinishReason::Cancelled;
-            }
-            if hit {
-                hit_stop = true;
-                break FinishReason::Stop;
-            }
-            if self.tokens.len() + 1 >= n_ctx {
-                break FinishReason::Length;
-            }
-            self.model.forward(&mut self.state, &[next], false)?;
-            self.tokens.push(next);
         };
-        if !hit_stop && finish != FinishReason::Cancelled {
-            // Text held back as a possible stop-string prefix, or an incomplete UTF-8 tail.
-            let (emit, _) = stops.push(&decoder.finish());
-            let tail = format!("{emit}{}", stops.flush());
-            if !tail.is_empty() {
-                on_text(&tail);
-            }
-        }
         Ok(GenStats {
             prompt_tokens: prompt.len(),
-            generated_tokens: generated,
+            generated_tokens: decoding.generated(),
             prefill_time,
             decode_time: t1.elapsed(),
             finish,

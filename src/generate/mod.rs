@@ -2,6 +2,7 @@
 //! ties them to a model.
 
 pub mod chat_template;
+mod decoding;
 mod engine;
 mod error;
 mod generator;
@@ -9,6 +10,7 @@ mod rng;
 pub mod sampler;
 pub mod stop;
 
+pub use decoding::{Decoding, Step};
 pub use engine::Engine;
 pub use error::GenerateError;
 pub use generator::{FinishReason, GenOptions, GenStats, Generator};

@@ -3,12 +3,14 @@
 //! optional tensors).
 
 mod config;
+mod multi;
 mod observer;
 mod state;
 mod transformer;
 mod weights;
 
 pub use config::{Arch, FfnKind, ModelConfig, RopeStyle, FFN_ACTIVATION_KEY};
+pub use multi::DecodeBatch;
 pub use observer::{FfnObserver, FfnTaps};
 pub use state::State;
 pub use transformer::{Model, SparseModel};

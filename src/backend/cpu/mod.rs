@@ -264,6 +264,19 @@ impl Backend for CpuBackend {
             .copy_from_slice(&src.data[start * src.cols..(start + n) * src.cols]);
     }
 
+    fn concat_rows(&self, parts: &[&CpuTensor], out: &mut CpuTensor) {
+        let cols = parts.first().map_or(0, |p| p.cols);
+        out.data.clear();
+        let mut rows = 0;
+        for p in parts {
+            assert_eq!(p.cols, cols, "concat_rows widths");
+            out.data.extend_from_slice(&p.data);
+            rows += p.rows;
+        }
+        out.rows = rows;
+        out.cols = cols;
+    }
+
     fn rows(&self, x: &CpuTensor) -> usize {
         x.rows
     }
