@@ -92,6 +92,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let model = &engine.model;
     let vocab = model.config.vocab_size as u64;
     let mut state = model.new_state(args.model.ctx_size);
+    // --sparse / --oracle decode through the sparse FFN (prefill stays batched, see State).
+    state.ffn_mode = args.model.ffn_mode();
     anyhow::ensure!(
         args.n_prompt + args.n_gen <= state.n_ctx,
         "-p + -n = {} exceeds the context of {}",
