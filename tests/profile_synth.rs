@@ -116,6 +116,58 @@ fn profile_synthetic_relu_model() {
         assert!(l["recall"].as_f64().unwrap() >= 0.94, "{l}");
     }
 
+    // Re-solving the placement for other budgets from the stored frequencies: within budget,
+    // layers in order, hot sets growing with the budget.
+    let mut prev: Option<Vec<Vec<u64>>> = None;
+    for gib in ["0.003", "0.004", "0.006"] {
+        let out = tmp(&format!("placed-{gib}.gguf"));
+        let j = run_ok(bin().args([
+            "place",
+            "-m",
+            model_path.to_str().unwrap(),
+            "--sidecar",
+            sc_path.to_str().unwrap(),
+            "-c",
+            "256",
+            "--vram-budget",
+            gib,
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+        ]));
+        let p: serde_json::Value = serde_json::from_str(j.trim()).unwrap();
+        let used = p["fixed_bytes"].as_u64().unwrap() + p["neuron_bytes"].as_u64().unwrap();
+        assert!(used <= p["budget"].as_u64().unwrap(), "{p}");
+        let hot: Vec<Vec<u64>> = p["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                assert_eq!(l["layer"].as_u64().unwrap(), i as u64);
+                l["hot"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|h| h.as_u64().unwrap())
+                    .collect()
+            })
+            .collect();
+        if let Some(prev) = &prev {
+            for (a, b) in prev.iter().zip(&hot) {
+                assert!(
+                    a.iter().all(|x| b.contains(x)),
+                    "hot set shrank as the budget grew"
+                );
+            }
+        }
+        let sc = Sidecar::read(&out).unwrap();
+        for (l, h) in sc.layers.iter().zip(&hot) {
+            assert_eq!(l.hot.iter().map(|&x| x as u64).collect::<Vec<_>>(), *h);
+        }
+        prev = Some(hot);
+    }
+
     // Sparse inference with the sidecar: oracle equals dense, predicted agrees with dense.
     let sc = Sidecar::read(&sc_path).unwrap();
     assert!(

@@ -6,10 +6,11 @@ mod chat;
 mod common;
 mod inspect;
 mod perplexity;
+mod place;
 mod profile;
 mod run;
-mod synth;
 mod serve;
+mod synth;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +43,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Profile activations, train predictors, place neurons: writes MODEL.powerinfer.gguf
     Profile(profile::ProfileArgs),
+    /// Re-solve the hot-neuron placement of a profile for another VRAM budget
+    Place(place::PlaceArgs),
     /// Perplexity of a text (dense, --sparse or --oracle; --compare-dense)
     Perplexity(perplexity::PerplexityArgs),
     /// Write a synthetic ReLU-family model (random weights, chosen sparsity) for tests and benchmarks
@@ -59,6 +62,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Profile(a) => profile::run(a),
         Command::Perplexity(a) => perplexity::run(a),
+        Command::Place(a) => place::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Serve(a) => serve::run(a),
     }
