@@ -21,8 +21,9 @@ pub(super) enum FfnPlan<'m> {
 }
 
 impl<B: Backend> Model<B> {
-    /// Reject a sequence whose FFN mode this model cannot run.
-    pub(super) fn check_ffn_mode(&self, mode: &FfnMode) -> Result<(), ModelError> {
+    /// Whether this model can run sequences in `mode`: the sparse modes need an attached
+    /// sidecar, a masked mode one threshold per layer.
+    pub fn check_ffn_mode(&self, mode: &FfnMode) -> Result<(), ModelError> {
         if mode.needs_sidecar() && self.sparse.is_none() {
             return Err(ModelError::NoSidecar(mode.name()));
         }
