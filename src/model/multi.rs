@@ -133,36 +133,33 @@ impl<B: Backend> Model<B> {
             if done[i] {
                 continue;
             }
-            let group: Vec<usize> = match plans[i] {
-                FfnPlan::Dense(mask) => (i..n)
-                    .filter(|&j| !done[j] && matches!(plans[j], FfnPlan::Dense(m) if m == mask))
-                    .collect(),
-                FfnPlan::Sparse { .. } => vec![i],
+            done[i] = true;
+            let FfnPlan::Dense(mask) = plans[i] else {
+                let st = &mut *states[i];
+                b.copy_rows(&bt.a.h, i, 1, &mut st.a.h);
+                self.ffn(il, lw, plans[i], &mut st.a, &mut st.sparse, None);
+                continue;
             };
-            group.iter().for_each(|&j| done[j] = true);
-            match (plans[i], group.len()) {
+            let mut group = vec![i];
+            for j in i + 1..n {
+                if !done[j] && matches!(plans[j], FfnPlan::Dense(m) if m == mask) {
+                    done[j] = true;
+                    group.push(j);
+                }
+            }
+            if group.len() == n {
                 // The common case: one dense plan for the whole batch.
-                (FfnPlan::Dense(mask), len) if len == n => {
-                    self.ffn_dense(il, lw, mask, &mut bt.a, None);
-                    return;
-                }
-                (plan, 1) => {
-                    let st = &mut *states[i];
-                    b.copy_rows(&bt.a.h, i, 1, &mut st.a.h);
-                    self.ffn(il, lw, plan, &mut st.a, &mut st.sparse, None);
-                }
-                (FfnPlan::Dense(mask), _) => {
-                    for &j in &group {
-                        b.copy_rows(&bt.a.h, j, 1, &mut states[j].a.h);
-                    }
-                    let rows: Vec<&B::Tensor> = group.iter().map(|&j| &states[j].a.h).collect();
-                    b.concat_rows(&rows, &mut bt.group.h);
-                    self.ffn_dense(il, lw, mask, &mut bt.group, None);
-                    for (k, &j) in group.iter().enumerate() {
-                        b.copy_rows(&bt.group.o, k, 1, &mut states[j].a.o);
-                    }
-                }
-                (FfnPlan::Sparse { .. }, _) => unreachable!("sparse rows run one by one"),
+                self.ffn_dense(il, lw, mask, &mut bt.a, None);
+                return;
+            }
+            for &j in &group {
+                b.copy_rows(&bt.a.h, j, 1, &mut states[j].a.h);
+            }
+            let rows: Vec<&B::Tensor> = group.iter().map(|&j| &states[j].a.h).collect();
+            b.concat_rows(&rows, &mut bt.group.h);
+            self.ffn_dense(il, lw, mask, &mut bt.group, None);
+            for (k, &j) in group.iter().enumerate() {
+                b.copy_rows(&bt.group.o, k, 1, &mut states[j].a.o);
             }
         }
         let outs: Vec<&B::Tensor> = states.iter().map(|st| &st.a.o).collect();
