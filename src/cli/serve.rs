@@ -43,6 +43,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model".into()),
     };
+    tracing::info!("FFN mode of every slot: {}", args.model.ffn_mode().name());
     if !args.host.is_loopback() && args.api_key.is_none() {
         tracing::warn!(
             "listening on {} without --api-key: anyone who can reach it can use the model",
@@ -55,6 +56,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             parallel: args.parallel,
             queue: args.queue,
             n_ctx: args.model.ctx_size,
+            ffn_mode: args.model.ffn_mode(),
         },
         model_id,
         api_key: args.api_key.clone(),

@@ -2,7 +2,9 @@
 //! pass shared by llama, qwen2 and gemma3 (their differences are switches in the config and
 //! optional tensors).
 
+mod activations;
 mod config;
+mod layer;
 mod multi;
 mod observer;
 mod state;

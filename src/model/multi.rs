@@ -9,20 +9,17 @@
 //! [`Model::forward`] (the batched kernels are bit-identical to the one-row ones), so a
 //! sequence decodes to the same tokens whatever else shares its batch.
 
-use super::{Model, ModelError, State};
-use crate::backend::{AttnParams, Backend};
+use super::activations::Activations;
+use super::layer::FfnPlan;
+use super::{LayerWeights, Model, ModelError, State};
+use crate::backend::Backend;
 
 /// Scratch tensors of a batched step, reused from step to step.
 pub struct DecodeBatch<B: Backend> {
-    x: B::Tensor,
-    h: B::Tensor,
-    q: B::Tensor,
-    k: B::Tensor,
-    v: B::Tensor,
-    att: B::Tensor,
-    o: B::Tensor,
-    gate: B::Tensor,
-    up: B::Tensor,
+    /// The stacked rows of every sequence.
+    a: Activations<B>,
+    /// Rows gathered from `a` for an FFN evaluated apart from the whole batch.
+    group: Activations<B>,
     logits_dev: B::Tensor,
     host: Vec<f32>,
 }
@@ -32,23 +29,17 @@ impl<B: Backend> Model<B> {
     pub fn new_decode_batch(&self) -> DecodeBatch<B> {
         let b = &self.backend;
         DecodeBatch {
-            x: b.new_tensor(),
-            h: b.new_tensor(),
-            q: b.new_tensor(),
-            k: b.new_tensor(),
-            v: b.new_tensor(),
-            att: b.new_tensor(),
-            o: b.new_tensor(),
-            gate: b.new_tensor(),
-            up: b.new_tensor(),
+            a: Activations::new(b),
+            group: Activations::new(b),
             logits_dev: b.new_tensor(),
             host: Vec::new(),
         }
     }
 
-    /// Append one token to each sequence: `tokens[i]` goes to `states[i]` at its own position.
-    /// Afterwards each state's `logits` holds the logits of its new token, as
-    /// [`Model::forward`] would leave them. Nothing is changed when an input is rejected.
+    /// Append one token to each sequence: `tokens[i]` goes to `states[i]` at its own position,
+    /// with its own FFN mode. Afterwards each state's `logits` holds the logits of its new
+    /// token, as [`Model::forward`] would leave them. Nothing is changed when an input is
+    /// rejected.
     pub fn forward_multi(
         &self,
         batch: &mut DecodeBatch<B>,
@@ -64,6 +55,9 @@ impl<B: Backend> Model<B> {
                 states.len(),
                 tokens.len()
             )));
+        }
+        for st in states.iter() {
+            self.check_ffn_mode(&st.ffn_mode)?;
         }
         if let Some(st) = states.iter().find(|st| st.pos + 1 > st.n_ctx) {
             return Err(ModelError::ContextOverflow {
@@ -89,74 +83,26 @@ impl<B: Backend> Model<B> {
             &w.token_embd,
             tokens,
             c.embed_scale.unwrap_or(1.0),
-            &mut bt.x,
+            &mut bt.a.x,
         );
         for (il, lw) in w.layers.iter().enumerate() {
-            b.rms_norm(&bt.x, &lw.attn_norm, c.rms_eps, &mut bt.h);
-            b.matmul(&lw.wq, &bt.h, &mut bt.q);
-            b.matmul(&lw.wk, &bt.h, &mut bt.k);
-            b.matmul(&lw.wv, &bt.h, &mut bt.v);
-            if let Some(bias) = &lw.bq {
-                b.add_bias(&mut bt.q, bias);
-            }
-            if let Some(bias) = &lw.bk {
-                b.add_bias(&mut bt.k, bias);
-            }
-            if let Some(bias) = &lw.bv {
-                b.add_bias(&mut bt.v, bias);
-            }
-            if let Some(n) = &lw.q_norm {
-                b.rms_norm_inplace(&mut bt.q, n, c.rms_eps);
-            }
-            if let Some(n) = &lw.k_norm {
-                b.rms_norm_inplace(&mut bt.k, n, c.rms_eps);
-            }
-            let local = c.layer_local[il];
-            let base = if local {
-                c.rope_base_local
-            } else {
-                c.rope_base
-            };
-            let params = AttnParams {
-                n_head: c.n_head,
-                n_head_kv: c.n_head_kv,
-                head_dim: c.head_dim,
-                scale: c.attn_scale,
-                window: if local { c.sliding_window } else { None },
-            };
+            self.attn_qkv(lw, &mut bt.a);
             // Per sequence: its row, at its position, against its own cache.
             for (i, st) in states.iter_mut().enumerate() {
-                let pos = st.pos;
-                b.copy_rows(&bt.q, i, 1, &mut st.q);
-                b.copy_rows(&bt.k, i, 1, &mut st.k);
-                b.copy_rows(&bt.v, i, 1, &mut st.v);
-                b.rope(&mut st.q, c.head_dim, c.rope_dim, pos, base, c.rope_style);
-                b.rope(&mut st.k, c.head_dim, c.rope_dim, pos, base, c.rope_style);
-                b.store_kv(&mut st.kv, il, pos, &st.k, &st.v);
-                b.attention(&st.q, &st.kv, il, pos, params, &mut st.att);
+                b.copy_rows(&bt.a.q, i, 1, &mut st.a.q);
+                b.copy_rows(&bt.a.k, i, 1, &mut st.a.k);
+                b.copy_rows(&bt.a.v, i, 1, &mut st.a.v);
+                self.attend(il, st.pos, &mut st.a, &mut st.kv);
             }
-            let parts: Vec<&B::Tensor> = states.iter().map(|st| &st.att).collect();
-            b.concat_rows(&parts, &mut bt.att);
-            b.matmul(&lw.wo, &bt.att, &mut bt.o);
-            if let Some(n) = &lw.post_attn_norm {
-                b.rms_norm_inplace(&mut bt.o, n, c.rms_eps);
-            }
-            b.add(&mut bt.x, &bt.o);
-
-            b.rms_norm(&bt.x, &lw.ffn_norm, c.rms_eps, &mut bt.h);
-            b.matmul(&lw.up, &bt.h, &mut bt.up);
-            if let Some(gate) = &lw.gate {
-                b.matmul(gate, &bt.h, &mut bt.gate);
-            }
-            b.ffn_activation(c.ffn, &bt.gate, &mut bt.up);
-            b.matmul(&lw.down, &bt.up, &mut bt.o);
-            if let Some(n) = &lw.post_ffn_norm {
-                b.rms_norm_inplace(&mut bt.o, n, c.rms_eps);
-            }
-            b.add(&mut bt.x, &bt.o);
+            let parts: Vec<&B::Tensor> = states.iter().map(|st| &st.a.att).collect();
+            b.concat_rows(&parts, &mut bt.a.att);
+            self.attn_out(lw, &mut bt.a);
+            self.ffn_norm(lw, &mut bt.a);
+            self.ffn_rows(il, lw, bt, states);
+            self.ffn_residual(lw, &mut bt.a);
         }
-        b.rms_norm(&bt.x, &w.output_norm, c.rms_eps, &mut bt.h);
-        b.matmul(&w.output, &bt.h, &mut bt.logits_dev);
+        b.rms_norm(&bt.a.x, &w.output_norm, c.rms_eps, &mut bt.a.h);
+        b.matmul(&w.output, &bt.a.h, &mut bt.logits_dev);
         bt.host.clear();
         b.append_to_host(&bt.logits_dev, &mut bt.host);
         let vocab = bt.host.len() / tokens.len();
@@ -166,5 +112,57 @@ impl<B: Backend> Model<B> {
             st.logits.extend_from_slice(row);
         }
         Ok(())
+    }
+
+    /// The FFN of every row of `bt.a.h` into `bt.a.o`, row `i` under the plan of
+    /// `states[i]`'s mode. Rows with the same dense plan share one batched evaluation; a
+    /// sparse row runs alone on its sequence's tensors and scratch, as in
+    /// [`Model::forward`].
+    fn ffn_rows(
+        &self,
+        il: usize,
+        lw: &LayerWeights<B>,
+        bt: &mut DecodeBatch<B>,
+        states: &mut [&mut State<B>],
+    ) {
+        let b = &self.backend;
+        let n = states.len();
+        let plans: Vec<FfnPlan<'_>> = states.iter().map(|st| self.ffn_plan(st, il, 1)).collect();
+        let mut done = vec![false; n];
+        for i in 0..n {
+            if done[i] {
+                continue;
+            }
+            done[i] = true;
+            let FfnPlan::Dense(mask) = plans[i] else {
+                let st = &mut *states[i];
+                b.copy_rows(&bt.a.h, i, 1, &mut st.a.h);
+                self.ffn(il, lw, plans[i], &mut st.a, &mut st.sparse, None);
+                continue;
+            };
+            let mut group = vec![i];
+            for j in i + 1..n {
+                if !done[j] && matches!(plans[j], FfnPlan::Dense(m) if m == mask) {
+                    done[j] = true;
+                    group.push(j);
+                }
+            }
+            if group.len() == n {
+                // The common case: one dense plan for the whole batch.
+                self.ffn_dense(il, lw, mask, &mut bt.a, None);
+                return;
+            }
+            for &j in &group {
+                b.copy_rows(&bt.a.h, j, 1, &mut states[j].a.h);
+            }
+            let rows: Vec<&B::Tensor> = group.iter().map(|&j| &states[j].a.h).collect();
+            b.concat_rows(&rows, &mut bt.group.h);
+            self.ffn_dense(il, lw, mask, &mut bt.group, None);
+            for (k, &j) in group.iter().enumerate() {
+                b.copy_rows(&bt.group.o, k, 1, &mut states[j].a.o);
+            }
+        }
+        let outs: Vec<&B::Tensor> = states.iter().map(|st| &st.a.o).collect();
+        b.concat_rows(&outs, &mut bt.a.o);
     }
 }

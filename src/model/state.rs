@@ -1,5 +1,6 @@
 //! Per-sequence state: the KV cache and the scratch tensors of the forward pass.
 
+use super::activations::Activations;
 use crate::backend::Backend;
 use crate::sparse::{FfnMode, SparseScratch};
 
@@ -10,15 +11,7 @@ pub struct State<B: Backend> {
     /// Number of positions already in the cache.
     pub pos: usize,
     pub n_ctx: usize,
-    pub(crate) x: B::Tensor,
-    pub(crate) h: B::Tensor,
-    pub(crate) q: B::Tensor,
-    pub(crate) k: B::Tensor,
-    pub(crate) v: B::Tensor,
-    pub(crate) att: B::Tensor,
-    pub(crate) o: B::Tensor,
-    pub(crate) gate: B::Tensor,
-    pub(crate) up: B::Tensor,
+    pub(crate) a: Activations<B>,
     pub(crate) last: B::Tensor,
     pub(crate) logits_dev: B::Tensor,
     /// Host copy of the logits of the last call (`rows × vocab`).
@@ -38,15 +31,7 @@ impl<B: Backend> State<B> {
             kv: backend.new_kv_cache(n_layer, n_ctx, kv_dim),
             pos: 0,
             n_ctx,
-            x: backend.new_tensor(),
-            h: backend.new_tensor(),
-            q: backend.new_tensor(),
-            k: backend.new_tensor(),
-            v: backend.new_tensor(),
-            att: backend.new_tensor(),
-            o: backend.new_tensor(),
-            gate: backend.new_tensor(),
-            up: backend.new_tensor(),
+            a: Activations::new(backend),
             last: backend.new_tensor(),
             logits_dev: backend.new_tensor(),
             logits: Vec::new(),

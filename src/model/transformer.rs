@@ -3,11 +3,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{FfnObserver, FfnTaps, ModelConfig, ModelError, State, Weights};
-use crate::backend::{AttnParams, Backend};
+use super::{FfnObserver, ModelConfig, ModelError, State, Weights};
+use crate::backend::Backend;
 use crate::gguf::GgufFile;
 use crate::sparse::down::TransposedDown;
-use crate::sparse::{FfnMode, LayerThreshold, Sidecar, SparseLayer};
+use crate::sparse::{LayerThreshold, Sidecar, SparseLayer};
 
 /// The sidecar's per-layer data, ready for the sparse FFN.
 pub struct SparseModel {
@@ -137,18 +137,7 @@ impl<B: Backend> Model<B> {
         if tokens.is_empty() {
             return Err(ModelError::EmptyInput);
         }
-        if state.ffn_mode.needs_sidecar() && self.sparse.is_none() {
-            return Err(ModelError::NoSidecar(state.ffn_mode.name()));
-        }
-        if let FfnMode::Masked(th) = &state.ffn_mode {
-            if th.len() != self.config.n_layer {
-                return Err(ModelError::Config(format!(
-                    "{} thresholds for {} layers",
-                    th.len(),
-                    self.config.n_layer
-                )));
-            }
-        }
+        self.check_ffn_mode(&state.ffn_mode)?;
         let need = state.pos + tokens.len();
         if need > state.n_ctx {
             return Err(ModelError::ContextOverflow {
@@ -179,23 +168,6 @@ impl<B: Backend> Model<B> {
         Ok(&state.logits)
     }
 
-    /// The sparse layer to run, when this sequence's mode and batch size call for one.
-    fn sparse_layer(&self, st: &State<B>, il: usize, rows: usize) -> Option<&SparseLayer> {
-        let sparse = self.sparse.as_ref()?;
-        let sparse_mode = matches!(st.ffn_mode, FfnMode::Oracle | FfnMode::Predicted);
-        (sparse_mode && (rows == 1 || st.sparse_prefill)).then(|| &sparse.layers[il])
-    }
-
-    /// The threshold to mask a dense FFN with: the mode's own (Masked), or the sidecar's for a
-    /// batch that a sparse mode evaluates densely (prefill).
-    fn mask_threshold(&self, st: &State<B>, il: usize) -> Option<LayerThreshold> {
-        match &st.ffn_mode {
-            FfnMode::Dense => None,
-            FfnMode::Masked(th) => Some(th[il]),
-            FfnMode::Oracle | FfnMode::Predicted => self.sparse.as_ref().map(|s| s.thresholds[il]),
-        }
-    }
-
     fn forward_batch(
         &self,
         st: &mut State<B>,
@@ -211,129 +183,34 @@ impl<B: Backend> Model<B> {
             &w.token_embd,
             tokens,
             c.embed_scale.unwrap_or(1.0),
-            &mut st.x,
+            &mut st.a.x,
         );
-
         for (il, lw) in w.layers.iter().enumerate() {
-            // Attention block.
-            b.rms_norm(&st.x, &lw.attn_norm, c.rms_eps, &mut st.h);
-            b.matmul(&lw.wq, &st.h, &mut st.q);
-            b.matmul(&lw.wk, &st.h, &mut st.k);
-            b.matmul(&lw.wv, &st.h, &mut st.v);
-            if let Some(bias) = &lw.bq {
-                b.add_bias(&mut st.q, bias);
-            }
-            if let Some(bias) = &lw.bk {
-                b.add_bias(&mut st.k, bias);
-            }
-            if let Some(bias) = &lw.bv {
-                b.add_bias(&mut st.v, bias);
-            }
-            if let Some(n) = &lw.q_norm {
-                b.rms_norm_inplace(&mut st.q, n, c.rms_eps);
-            }
-            if let Some(n) = &lw.k_norm {
-                b.rms_norm_inplace(&mut st.k, n, c.rms_eps);
-            }
-            let local = c.layer_local[il];
-            let base = if local {
-                c.rope_base_local
-            } else {
-                c.rope_base
-            };
-            b.rope(&mut st.q, c.head_dim, c.rope_dim, pos0, base, c.rope_style);
-            b.rope(&mut st.k, c.head_dim, c.rope_dim, pos0, base, c.rope_style);
-            b.store_kv(&mut st.kv, il, pos0, &st.k, &st.v);
-            let params = AttnParams {
-                n_head: c.n_head,
-                n_head_kv: c.n_head_kv,
-                head_dim: c.head_dim,
-                scale: c.attn_scale,
-                window: if local { c.sliding_window } else { None },
-            };
-            b.attention(&st.q, &st.kv, il, pos0, params, &mut st.att);
-            b.matmul(&lw.wo, &st.att, &mut st.o);
-            if let Some(n) = &lw.post_attn_norm {
-                b.rms_norm_inplace(&mut st.o, n, c.rms_eps);
-            }
-            b.add(&mut st.x, &st.o);
-
-            // Feed-forward block.
-            b.rms_norm(&st.x, &lw.ffn_norm, c.rms_eps, &mut st.h);
-            if let Some(sp) = self.sparse_layer(st, il, tokens.len()) {
-                let done = b.sparse_ffn(
-                    sp,
-                    c.ffn,
-                    lw.gate.as_ref(),
-                    &lw.up,
-                    &st.h,
-                    st.ffn_mode == FfnMode::Oracle,
-                    &mut st.sparse,
-                    &mut st.o,
-                );
-                assert!(done, "backend {} has no sparse FFN", b.name());
-                if let Some(n) = &lw.post_ffn_norm {
-                    b.rms_norm_inplace(&mut st.o, n, c.rms_eps);
-                }
-                b.add(&mut st.x, &st.o);
-                continue;
-            }
-            b.matmul(&lw.up, &st.h, &mut st.up);
-            if let Some(gate) = &lw.gate {
-                b.matmul(gate, &st.h, &mut st.gate);
-            }
-            let taps = observer.is_some().then(|| {
-                let mut t = TapBuffers::default();
-                b.append_to_host(&st.h, &mut t.input);
-                if lw.gate.is_some() {
-                    b.append_to_host(&st.gate, &mut t.gate);
-                }
-                b.append_to_host(&st.up, &mut t.up);
-                t
-            });
-            b.ffn_activation(c.ffn, &st.gate, &mut st.up);
-            if let Some(th) = self.mask_threshold(st, il) {
-                let done = b.ffn_mask(c.ffn, th, &st.gate, &mut st.up);
-                assert!(done, "backend {} cannot mask activations", b.name());
-            }
-            if let (Some(obs), Some(mut t)) = (observer.as_deref_mut(), taps) {
-                b.append_to_host(&st.up, &mut t.act);
-                obs.observe(
-                    il,
-                    tokens.len(),
-                    FfnTaps {
-                        input: &t.input,
-                        gate: &t.gate,
-                        up: &t.up,
-                        act: &t.act,
-                    },
-                );
-            }
-            b.matmul(&lw.down, &st.up, &mut st.o);
-            if let Some(n) = &lw.post_ffn_norm {
-                b.rms_norm_inplace(&mut st.o, n, c.rms_eps);
-            }
-            b.add(&mut st.x, &st.o);
+            self.attn_qkv(lw, &mut st.a);
+            self.attend(il, pos0, &mut st.a, &mut st.kv);
+            self.attn_out(lw, &mut st.a);
+            let plan = self.ffn_plan(st, il, tokens.len());
+            self.ffn_norm(lw, &mut st.a);
+            self.ffn(
+                il,
+                lw,
+                plan,
+                &mut st.a,
+                &mut st.sparse,
+                observer.as_deref_mut(),
+            );
+            self.ffn_residual(lw, &mut st.a);
         }
         st.pos += tokens.len();
 
         // Output head, on the last row only unless every position's logits are wanted.
         let n = tokens.len();
         if all_logits {
-            b.rms_norm(&st.x, &w.output_norm, c.rms_eps, &mut st.h);
+            b.rms_norm(&st.a.x, &w.output_norm, c.rms_eps, &mut st.a.h);
         } else {
-            b.copy_rows(&st.x, n - 1, 1, &mut st.last);
-            b.rms_norm(&st.last, &w.output_norm, c.rms_eps, &mut st.h);
+            b.copy_rows(&st.a.x, n - 1, 1, &mut st.last);
+            b.rms_norm(&st.last, &w.output_norm, c.rms_eps, &mut st.a.h);
         }
-        b.matmul(&w.output, &st.h, &mut st.logits_dev);
+        b.matmul(&w.output, &st.a.h, &mut st.logits_dev);
     }
-}
-
-/// Host copies of one layer's FFN tensors for an observer.
-#[derive(Default)]
-struct TapBuffers {
-    input: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
-    act: Vec<f32>,
 }

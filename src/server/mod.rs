@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use crate::backend::Backend;
 use crate::generate::Engine;
+use crate::model::ModelError;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -45,6 +46,8 @@ pub enum ServerError {
     },
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Model(#[from] ModelError),
 }
 
 /// Serve until the future is dropped or the listener fails. `ready` is told the bound
@@ -54,6 +57,8 @@ pub async fn serve<B: Backend + 'static>(
     cfg: ServerConfig,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
+    // Refused here rather than on every request.
+    engine.model.check_ffn_mode(&cfg.scheduler.ffn_mode)?;
     let listener = tokio::net::TcpListener::bind(&cfg.addr)
         .await
         .map_err(|source| ServerError::Bind {

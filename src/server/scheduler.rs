@@ -21,6 +21,7 @@ use super::{ApiError, Metrics};
 use crate::backend::Backend;
 use crate::generate::{Decoding, Engine, FinishReason, Sampler, SamplerConfig, Step};
 use crate::model::{Model, State};
+use crate::sparse::FfnMode;
 
 /// Prompt tokens evaluated per loop for one slot: long prompts are split so that the other
 /// slots keep decoding while one prompt is read. Fixed, so that a request is evaluated the
@@ -38,6 +39,8 @@ pub struct SchedulerConfig {
     pub queue: usize,
     /// Context (KV cache positions) of each slot.
     pub n_ctx: usize,
+    /// How every slot evaluates its FFNs; the sparse modes need the model's sidecar.
+    pub ffn_mode: FfnMode,
 }
 
 /// One generation request.
@@ -97,7 +100,11 @@ impl Scheduler {
     ) -> std::io::Result<Scheduler> {
         let parallel = cfg.parallel.max(1);
         let states: Vec<State<B>> = (0..parallel)
-            .map(|_| engine.model.new_state(cfg.n_ctx))
+            .map(|_| {
+                let mut st = engine.model.new_state(cfg.n_ctx);
+                st.ffn_mode = cfg.ffn_mode.clone();
+                st
+            })
             .collect();
         let n_ctx = states[0].n_ctx;
         metrics.slots.store(parallel, Relaxed);

@@ -44,3 +44,77 @@ pub fn data_path(name: &str) -> PathBuf {
         .join("tests/data")
         .join(name)
 }
+
+/// A small synthetic ReLU-family model (the `powerinfer synth` generator: 4 layers, width
+/// 256, 1024 neurons, vocabulary 512) in a temporary directory, with a sidecar at its
+/// default path whose predictors have random weights. They select an arbitrary part of every
+/// layer's neurons, so predicted-sparse output differs from dense: a test that mixes the two
+/// up sees it. Returns the model's path.
+pub fn synthetic_model_with_sidecar(name: &str) -> PathBuf {
+    use half::f16;
+    use powerinfer::gguf::GgufFile;
+    use powerinfer::sparse::sidecar::{self, PredictorWeights};
+    use powerinfer::sparse::{LayerThreshold, Sidecar, SidecarLayer, SparsityRule};
+    use powerinfer::synth::{write_model, SynthSpec};
+
+    let dir = std::env::temp_dir().join(format!("powerinfer-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.gguf"));
+    let spec = SynthSpec {
+        hidden: 256,
+        ffn: 1024,
+        layers: 4,
+        heads: 4,
+        kv_heads: 4,
+        vocab: 512,
+        ctx: 512,
+        activation: SynthSpec::parse_activation("reglu").unwrap(),
+        sparsity: 0.8,
+        skew: 1.0,
+        weight_type: SynthSpec::parse_type("q8_0").unwrap(),
+        seed: 11,
+    };
+    write_model(&spec, &path, &mut |_, _| {}).unwrap();
+
+    // Uniform values in [-1, 1) from a 64-bit LCG.
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut uniform = move || {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    };
+    let (d, ff, rank) = (spec.hidden, spec.ffn, 8);
+    let layers = (0..spec.layers)
+        .map(|_| SidecarLayer {
+            threshold: LayerThreshold {
+                rule: SparsityRule::Relu,
+                t: 0.0,
+            },
+            freq: vec![0.2; ff],
+            predictor: Some(PredictorWeights {
+                d_in: d,
+                rank,
+                d_out: ff,
+                w1: (0..rank * d).map(|_| f16::from_f32(uniform())).collect(),
+                b1: (0..rank).map(|_| uniform()).collect(),
+                w2: (0..ff * rank).map(|_| f16::from_f32(uniform())).collect(),
+                b2: (0..ff).map(|_| uniform()).collect(),
+            }),
+            hot: vec![],
+        })
+        .collect();
+    let sc = Sidecar {
+        model_fingerprint: sidecar::model_fingerprint(&GgufFile::open(&path).unwrap()),
+        model_sha256: String::new(),
+        model_name: name.into(),
+        d_model: d,
+        n_ff: ff,
+        layers,
+        vram_budget: 0,
+        config_json: "{}".into(),
+        summary_json: "{}".into(),
+    };
+    sc.write(&sidecar::default_path(&path)).unwrap();
+    path
+}

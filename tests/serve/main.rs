@@ -1,5 +1,6 @@
 //! `powerinfer serve` end to end, on loopback with SmolLM2: concurrency, disconnects, the
-//! queue bound, errors, the real `openai` Python client and the chat page in Chromium.
+//! queue bound, errors, the real `openai` Python client and the chat page in Chromium; and the
+//! sparse FFN in every slot, on a synthetic model.
 #[path = "../common/mod.rs"]
 mod common;
 mod http;
@@ -158,6 +159,76 @@ fn concurrent_streams_equal_each_request_served_alone() {
     assert_eq!(metric(addr, "powerinfer_active_slots"), 0.0);
     assert_eq!(metric(addr, "powerinfer_completions_total"), 48.0);
     assert!(metric(addr, "powerinfer_generated_tokens_total") > 48.0);
+}
+
+/// What `powerinfer run --chat` prints for an answer of at most `n` tokens sampled at
+/// temperature 1.5 with seed 7 (the server's other sampling defaults are run's).
+fn run_chat(model: &std::path::Path, prompt: &str, n: usize, extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_powerinfer"))
+        .arg("run")
+        .arg("-m")
+        .arg(model)
+        .args(["--chat", "--temp", "1.5", "--seed", "7", "-p", prompt])
+        .args(["-n", &n.to_string()])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "run failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.strip_suffix('\n')
+        .expect("run ends its answer with a newline")
+        .to_string()
+}
+
+/// `serve --sparse`: every slot runs the predicted-sparse FFN. Concurrent streams (so sparse
+/// rows share batched steps) give exactly what `run --sparse` gives for each prompt alone,
+/// same seed. The sidecar's predictors are random, so dense answers differ: a server that
+/// ignored --sparse would fail. (Sampled rather than greedy: this synthetic model's argmax
+/// hardly depends on its FFN, its distribution does.)
+#[test]
+fn sparse_slots_answer_as_run_sparse() {
+    let m = common::synthetic_model_with_sidecar("serve-sparse");
+    let server = Server::start(&m, &["--sparse", "--parallel", "3"]);
+    let addr = server.addr;
+    let prompts = [
+        "Tell me about the sea.",
+        "Where is the cat?",
+        "Winter comes.",
+    ];
+    let n = 24;
+    let served: Vec<(String, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                let body = json!({
+                    "messages": [{"role": "user", "content": p}],
+                    "temperature": 1.5,
+                    "seed": 7,
+                    "max_tokens": n,
+                    "stream": true,
+                });
+                s.spawn(move || stream_chat(addr, &body.to_string()))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut differs_from_dense = 0;
+    for (p, (text, _finish)) in prompts.iter().zip(&served) {
+        assert!(!text.is_empty(), "{p:?}: empty answer");
+        assert_eq!(text, &run_chat(&m, p, n, &["--sparse"]), "{p:?}");
+        if *text != run_chat(&m, p, n, &[]) {
+            differs_from_dense += 1;
+        }
+    }
+    assert!(
+        differs_from_dense > 0,
+        "sparse answers equal the dense ones"
+    );
+    assert_eq!(metric(addr, "powerinfer_completions_total"), 3.0);
 }
 
 #[test]
