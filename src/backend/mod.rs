@@ -2,6 +2,8 @@
 //! implementation lives in `cpu`, the CUDA one (issue 6) will implement the same trait.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 use std::sync::Arc;
 

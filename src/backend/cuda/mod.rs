@@ -1,0 +1,6 @@
+//! The CUDA backend (WIP).
+
+mod error;
+pub mod kernels;
+
+pub use error::CudaError;
