@@ -3,9 +3,10 @@
 
 use std::io::{BufRead, Write};
 
-use powerinfer::generate::{ChatMessage, GenOptions, Generator, Sampler};
+use powerinfer::backend::Backend;
+use powerinfer::generate::{ChatMessage, Engine, GenOptions, Generator, Sampler};
 
-use super::common::{ModelArgs, SamplingArgs};
+use super::common::{with_engine, ModelArgs, SamplingArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct ChatArgs {
@@ -22,7 +23,10 @@ pub struct ChatArgs {
 }
 
 pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
-    let engine = args.model.load()?;
+    with_engine!(args.model.load()?, e => chat(args, &e))
+}
+
+fn chat<B: Backend>(args: &ChatArgs, engine: &Engine<B>) -> anyhow::Result<()> {
     let mut gen = Generator::new(
         &engine.model,
         &engine.tokenizer,

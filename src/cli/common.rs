@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use powerinfer::backend::CpuBackend;
+use powerinfer::backend::{Backend, CpuBackend};
 use powerinfer::generate::{Engine, SamplerConfig};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -20,7 +20,33 @@ pub struct ModelArgs {
     /// Override the FFN activation recorded in the model (silu, gelu, relu, reglu, drelu)
     #[arg(long)]
     pub activation: Option<String>,
+    /// Run on the GPU, and fail if none is usable [default: the GPU when one is usable]
+    #[arg(long, conflicts_with = "cpu")]
+    pub gpu: bool,
+    /// Run on the CPU even when a GPU is usable
+    #[arg(long)]
+    pub cpu: bool,
 }
+
+/// A loaded engine on whichever backend was chosen.
+pub enum AnyEngine {
+    Cpu(Engine<CpuBackend>),
+    #[cfg(feature = "cuda")]
+    Cuda(Engine<powerinfer::backend::cuda::CudaBackend>),
+}
+
+/// Evaluate `$body` with `$e` bound to the engine inside an [`AnyEngine`], whatever its
+/// backend (the body is generic code instantiated once per backend).
+macro_rules! with_engine {
+    ($engine:expr, $e:ident => $body:expr) => {
+        match $engine {
+            $crate::cli::common::AnyEngine::Cpu($e) => $body,
+            #[cfg(feature = "cuda")]
+            $crate::cli::common::AnyEngine::Cuda($e) => $body,
+        }
+    };
+}
+pub(crate) use with_engine;
 
 impl ModelArgs {
     pub fn model_path(&self) -> anyhow::Result<PathBuf> {
@@ -41,12 +67,34 @@ impl ModelArgs {
         Ok(p)
     }
 
-    /// Size the thread pool and load the model.
-    pub fn load(&self) -> anyhow::Result<Engine<CpuBackend>> {
+    /// Size the thread pool, choose the backend and load the model.
+    pub fn load(&self) -> anyhow::Result<AnyEngine> {
         init_threads(self.threads)?;
         let path = self.model_path()?;
+        #[cfg(feature = "cuda")]
+        if !self.cpu {
+            use powerinfer::backend::cuda::{CudaBackend, CudaError};
+            match CudaBackend::new(0) {
+                Ok(b) => return self.load_on(&path, b).map(AnyEngine::Cuda),
+                Err(e) if self.gpu => anyhow::bail!("--gpu: no usable GPU: {e}"),
+                // No GPU on this machine is the ordinary case: say so only when asked.
+                Err(e @ (CudaError::NoDriver | CudaError::NoNvrtc | CudaError::NoDevice)) => {
+                    tracing::debug!("no GPU ({e}); running on the CPU")
+                }
+                Err(e) => tracing::warn!("GPU unusable ({e}); running on the CPU"),
+            }
+        }
+        #[cfg(not(feature = "cuda"))]
+        anyhow::ensure!(
+            !self.gpu,
+            "--gpu: this build has no GPU support (built without the `cuda` feature)"
+        );
+        self.load_on(&path, CpuBackend::new()).map(AnyEngine::Cpu)
+    }
+
+    fn load_on<B: Backend>(&self, path: &std::path::Path, backend: B) -> anyhow::Result<Engine<B>> {
         let t = std::time::Instant::now();
-        let engine = Engine::load(&path, CpuBackend::new(), self.activation.as_deref())
+        let engine = Engine::load(path, backend, self.activation.as_deref())
             .with_context(|| format!("loading {}", path.display()))?;
         tracing::info!(
             "loaded {} ({}, {} layers, ffn {}) in {:.2}s on {}",
@@ -55,7 +103,7 @@ impl ModelArgs {
             engine.model.config.n_layer,
             engine.model.config.ffn.name(),
             t.elapsed().as_secs_f64(),
-            powerinfer::backend::Backend::name(&engine.model.backend)
+            engine.model.backend.name()
         );
         Ok(engine)
     }
