@@ -1,7 +1,9 @@
 //! Compute backends. The model's forward pass is written once against [`Backend`]; the CPU
-//! implementation lives in `cpu`, the CUDA one (issue 6) will implement the same trait.
+//! implementation lives in `cpu`, the CUDA one in `cuda` (feature `cuda`).
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 use std::sync::Arc;
 
