@@ -91,12 +91,9 @@ impl ModelArgs {
                     return self.load_on(&path, b).map(AnyEngine::Cuda)
                 }
                 Ok(_) => {
-                    anyhow::ensure!(
-                        !self.gpu,
-                        "sparse FFN on the GPU: not yet (only --oracle); drop --gpu"
-                    );
+                    anyhow::ensure!(!self.gpu, "sparse FFN on the GPU: not yet; drop --gpu");
                     tracing::info!(
-                        "--sparse: the GPU has no predicted sparse FFN yet; running on the CPU"
+                        "--sparse/--oracle: no sparse FFN on the GPU yet; running on the CPU"
                     );
                 }
                 Err(e) if self.gpu => anyhow::bail!("--gpu: no usable GPU: {e}"),

@@ -169,7 +169,7 @@ impl<B: Backend> Model<B> {
         let mut host = std::mem::take(&mut state.logits);
         host.clear();
         for chunk in tokens.chunks(MAX_BATCH) {
-            self.forward_batch(state, chunk, all_logits, observer.as_deref_mut());
+            self.forward_batch(state, chunk, all_logits, observer.as_deref_mut())?;
             if !all_logits {
                 host.clear();
             }
@@ -202,7 +202,7 @@ impl<B: Backend> Model<B> {
         tokens: &[u32],
         all_logits: bool,
         mut observer: Option<&mut (dyn FfnObserver + '_)>,
-    ) {
+    ) -> Result<(), ModelError> {
         let c = &self.config;
         let b = &self.backend;
         let w = &self.weights;
@@ -271,7 +271,9 @@ impl<B: Backend> Model<B> {
                     &mut st.sparse,
                     &mut st.o,
                 );
-                assert!(done, "backend {} has no sparse FFN", b.name());
+                if !done {
+                    return Err(unsupported(b, format!("the {} FFN", st.ffn_mode.name())));
+                }
                 if let Some(n) = &lw.post_ffn_norm {
                     b.rms_norm_inplace(&mut st.o, n, c.rms_eps);
                 }
@@ -294,7 +296,9 @@ impl<B: Backend> Model<B> {
             b.ffn_activation(c.ffn, &st.gate, &mut st.up);
             if let Some(th) = self.mask_threshold(st, il) {
                 let done = b.ffn_mask(c.ffn, th, &st.gate, &mut st.up);
-                assert!(done, "backend {} cannot mask activations", b.name());
+                if !done {
+                    return Err(unsupported(b, "masked FFN activations".into()));
+                }
             }
             if let (Some(obs), Some(mut t)) = (observer.as_deref_mut(), taps) {
                 b.append_to_host(&st.up, &mut t.act);
@@ -326,6 +330,16 @@ impl<B: Backend> Model<B> {
             b.rms_norm(&st.last, &w.output_norm, c.rms_eps, &mut st.h);
         }
         b.matmul(&w.output, &st.h, &mut st.logits_dev);
+        Ok(())
+    }
+}
+
+/// A backend's refusal: the batch stops there, before `pos` advances (cache rows already
+/// written for it are overwritten by the next call).
+fn unsupported<B: Backend>(b: &B, what: String) -> ModelError {
+    ModelError::Unsupported {
+        backend: b.name(),
+        what,
     }
 }
 
