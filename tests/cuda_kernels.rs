@@ -12,6 +12,7 @@ use powerinfer::backend::cuda::{self, twins, CudaBackend};
 use powerinfer::backend::{AttnParams, Backend, CpuBackend};
 use powerinfer::model::{FfnKind, RopeStyle};
 use powerinfer::quant::GgmlType;
+use powerinfer::sparse::{self, LayerThreshold, SparsityRule};
 use quant_common::{random_row, Rng};
 
 /// Weight formats with kernels of their own.
@@ -249,6 +250,102 @@ fn elementwise_kernels_match_twins() {
     let mut scratch = b.new_tensor();
     b.merge_cold(&mut t, &cold, &mut scratch);
     assert_close("merge_cold (add)", &b.download(&t), &want, 1e-7);
+}
+
+/// The median of the non-zero `|v|`: a threshold that masks about half of those values.
+fn median_abs(v: &[f32]) -> f32 {
+    let mut a: Vec<f32> = v.iter().map(|x| x.abs()).filter(|&x| x > 0.0).collect();
+    a.sort_by(f32::total_cmp);
+    a[a.len() / 2]
+}
+
+#[test]
+fn ffn_mask_matches_twin_for_every_rule_and_kind() {
+    let Some(b) = gpu() else { return };
+    let mut rng = Rng::new(12);
+    let (rows, cols) = (3, 333);
+    // Scaled up so that the gate non-linearities' curved parts and both signs are exercised.
+    let g: Vec<f32> = rng.vec(rows * cols).iter().map(|v| v * 4.0).collect();
+    let u = rng.vec(rows * cols);
+    let ones = vec![1.0f32; rows * cols];
+    for kind in KINDS {
+        let gated = kind.is_gated();
+        let apply = |up: &[f32]| {
+            let mut a = up.to_vec();
+            for (r, gr) in a.chunks_exact_mut(cols).zip(g.chunks_exact(cols)) {
+                ops::ffn_activation(kind, if gated { gr } else { &[] }, r);
+            }
+            a
+        };
+        let act = apply(&u);
+        // act(gate) alone, from the activation with up = 1 (the plain kind has no gate).
+        let gate_act = apply(&ones);
+        for rule in [
+            SparsityRule::Relu,
+            SparsityRule::Gate,
+            SparsityRule::Product,
+        ] {
+            let t = match rule {
+                SparsityRule::Relu => 0.0,
+                SparsityRule::Gate => median_abs(&gate_act),
+                SparsityRule::Product => median_abs(&act),
+            };
+            let th = LayerThreshold { rule, t };
+            let mut want = act.clone();
+            sparse::mask_activation(kind, th, if gated { &g } else { &[] }, &mut want);
+            let masked = want.iter().zip(&act).filter(|(w, a)| w != a).count();
+            if rule == SparsityRule::Product || (rule == SparsityRule::Gate && gated) {
+                // The threshold is real: some entries go, others stay.
+                assert!(
+                    masked > 0 && want.iter().any(|&w| w != 0.0),
+                    "{kind:?} {rule:?}: {masked} of {} masked",
+                    act.len()
+                );
+            }
+            let mut t_act = b.upload(&act, rows, cols);
+            assert!(b.ffn_mask(kind, th, &b.upload(&g, rows, cols), &mut t_act));
+            let got = b.download(&t_act);
+            for i in 0..act.len() {
+                // The GPU evaluates act(gate) itself: entries within rounding of the
+                // threshold may fall either way, and are then either kept or zeroed.
+                let edge = rule == SparsityRule::Gate && (gate_act[i].abs() - t).abs() <= 1e-5 * t;
+                let ok = got[i].to_bits() == want[i].to_bits()
+                    || (edge && (got[i] == 0.0 || got[i] == act[i]));
+                assert!(
+                    ok,
+                    "{kind:?} {rule:?} t={t}: entry {i} is {} (want {}, act {})",
+                    got[i], want[i], act[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn concat_rows_matches_cpu() {
+    let Some(b) = gpu() else { return };
+    let mut rng = Rng::new(13);
+    let cols = 77;
+    let cpu = CpuBackend::new();
+    // Parts of different heights, one empty.
+    let data: Vec<(usize, Vec<f32>)> = [1, 3, 0, 2]
+        .iter()
+        .map(|&r| (r, rng.vec(r * cols)))
+        .collect();
+    let cpu_parts: Vec<CpuTensor> = data
+        .iter()
+        .map(|(r, v)| CpuTensor::from_vec(v.clone(), *r, cols))
+        .collect();
+    let gpu_parts: Vec<_> = data.iter().map(|(r, v)| b.upload(v, *r, cols)).collect();
+    let mut want = cpu.new_tensor();
+    cpu.concat_rows(&cpu_parts.iter().collect::<Vec<_>>(), &mut want);
+    // A stale, larger output buffer must be resized, not appended to.
+    let mut got = b.upload(&rng.vec(10 * cols), 10, cols);
+    b.concat_rows(&gpu_parts.iter().collect::<Vec<_>>(), &mut got);
+    assert_eq!((b.rows(&got), got.cols), (6, cols));
+    let mut want_host = Vec::new();
+    cpu.append_to_host(&want, &mut want_host);
+    assert_eq!(b.download(&got), want_host);
 }
 
 #[test]
