@@ -86,11 +86,51 @@ run() {
     "$stash/bin/powerinfer" bench -m "$m" --gpu -p 64 -n 64 -r 5 --json-out "$out/bench-gpu.json" || status=1
     "$stash/bin/powerinfer" bench -m "$m" --cpu -p 64 -n 64 -r 3 --json-out "$out/bench-cpu.json" || status=1
     "$stash/bin/powerinfer" run -m "$m" --gpu -p "The capital of France is" -n 16 --temp 0 || status=1
+    echo "== sparse on the GPU: a clear refusal"
+    if "$stash/bin/powerinfer" run -m "$m" --gpu --sparse -p hi -n 1 2>"$out/sparse-gpu.err"; then
+      status=1
+    fi
+    cat "$out/sparse-gpu.err"
+    grep -q "sparse FFN on the GPU: not yet" "$out/sparse-gpu.err" || status=1
+    echo "== serve on the GPU (batched decode through concat_rows)"
+    serve_check "$m" >"$out/serve-gpu.log" 2>&1 || status=1
+    cat "$out/serve-gpu.log"
   else
     echo "no model carried: benchmark skipped"
   fi
   echo "gpu-check: $([ $status = 0 ] && echo PASS || echo FAIL)"
   return $status
+}
+
+# Start `serve --gpu` on a free port, ask three completions at once, stop it.
+serve_check() {
+  local log pid port
+  log="$(mktemp)"
+  "$stash/bin/powerinfer" serve -m "$1" --gpu --port 0 --parallel 3 >"$log" 2>&1 &
+  pid=$!
+  for _ in $(seq 60); do
+    port="$(sed -n 's/.*listening on http:\/\/[0-9.]*:\([0-9]*\).*/\1/p' "$log")"
+    [ -n "$port" ] && break
+    sleep 1
+  done
+  cat "$log"
+  [ -n "$port" ] || { kill "$pid"; return 1; }
+  local rc=0
+  python3 - "$port" <<'PY' || rc=1
+import json, sys, urllib.request
+from concurrent.futures import ThreadPoolExecutor
+url = f"http://127.0.0.1:{sys.argv[1]}/v1/completions"
+def ask(p):
+    body = json.dumps({"prompt": p, "max_tokens": 8, "temperature": 0}).encode()
+    req = urllib.request.Request(url, body, {"content-type": "application/json"})
+    return json.load(urllib.request.urlopen(req, timeout=60))["choices"][0]["text"]
+prompts = ["The capital of France is", "1, 2, 3,", "Once upon a time"]
+with ThreadPoolExecutor(3) as ex:
+    for p, t in zip(prompts, ex.map(ask, prompts)):
+        print(repr(p), "->", repr(t))
+PY
+  kill "$pid"
+  return $rc
 }
 
 case "${1:-}" in
