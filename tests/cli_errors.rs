@@ -98,3 +98,11 @@ fn unknown_activation_override() {
     ]);
     assert_clean_error(&out, "unknown FFN activation");
 }
+
+#[test]
+fn gpu_flag_on_cpu_only_subcommands() {
+    for sub in ["profile", "perplexity"] {
+        let out = powerinfer(&[sub, "--gpu", "-m", "/no/such/model.gguf"]);
+        assert_clean_error(&out, &format!("`powerinfer {sub}` runs on the CPU only"));
+    }
+}

@@ -1,7 +1,9 @@
 //! Compute backends. The model's forward pass is written once against [`Backend`]; the CPU
-//! implementation lives in `cpu`, the CUDA one (issue 6) will implement the same trait.
+//! implementation lives in `cpu`, the CUDA one in `cuda` (feature `cuda`).
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 use std::sync::Arc;
 
@@ -129,4 +131,10 @@ pub trait Backend: Send + Sync {
         scratch: &mut SparseScratch,
         out: &mut Self::Tensor,
     ) -> bool;
+
+    /// Can this backend evaluate FFNs in `mode`? Checked before a forward pass starts, so
+    /// that the `ffn_mask`/`sparse_ffn` calls inside it cannot fail half-way.
+    fn runs_ffn_mode(&self, _mode: &crate::sparse::FfnMode) -> bool {
+        true
+    }
 }

@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use powerinfer::backend::Backend;
+use powerinfer::generate::Engine;
 use serde::Serialize;
 
-use super::common::ModelArgs;
+use super::common::{with_engine, ModelArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -88,7 +89,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         args.n_prompt > 0 && args.n_gen > 0,
         "-p and -n must be positive"
     );
-    let engine = args.model.load()?;
+    with_engine!(args.model.load()?, e => measure(args, &e))
+}
+
+fn measure<B: Backend>(args: &BenchArgs, engine: &Engine<B>) -> anyhow::Result<()> {
     let model = &engine.model;
     let vocab = model.config.vocab_size as u64;
     let mut state = model.new_state(args.model.ctx_size);

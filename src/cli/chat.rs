@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use powerinfer::generate::{ChatMessage, FinishReason, GenOptions, Generator, Sampler};
+use powerinfer::backend::Backend;
+use powerinfer::generate::{ChatMessage, Engine, FinishReason, GenOptions, Generator, Sampler};
 
-use super::common::{ModelArgs, SamplingArgs};
+use super::common::{with_engine, ModelArgs, SamplingArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct ChatArgs {
@@ -25,7 +26,10 @@ pub struct ChatArgs {
 }
 
 pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
-    let engine = args.model.load()?;
+    with_engine!(args.model.load()?, e => chat(args, &e))
+}
+
+fn chat<B: Backend>(args: &ChatArgs, engine: &Engine<B>) -> anyhow::Result<()> {
     let mut gen = Generator::new(
         &engine.model,
         &engine.tokenizer,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use powerinfer::backend::CpuBackend;
+use powerinfer::backend::{Backend, CpuBackend};
 use powerinfer::generate::{Engine, SamplerConfig};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -29,7 +29,35 @@ pub struct ModelArgs {
     /// Profile sidecar [default: MODEL.powerinfer.gguf next to the model]
     #[arg(long)]
     pub sidecar: Option<PathBuf>,
+    /// Run on the GPU, and fail if none is usable [default: the GPU when one is usable]
+    #[arg(long, conflicts_with = "cpu")]
+    pub gpu: bool,
+    /// Run on the CPU even when a GPU is usable
+    #[arg(long)]
+    pub cpu: bool,
 }
+
+/// A loaded engine on whichever backend was chosen.
+// One per process, moved once: the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum AnyEngine {
+    Cpu(Engine<CpuBackend>),
+    #[cfg(feature = "cuda")]
+    Cuda(Engine<powerinfer::backend::cuda::CudaBackend>),
+}
+
+/// Evaluate `$body` with `$e` bound to the engine inside an [`AnyEngine`], whatever its
+/// backend (the body is generic code instantiated once per backend).
+macro_rules! with_engine {
+    ($engine:expr, $e:ident => $body:expr) => {
+        match $engine {
+            $crate::cli::common::AnyEngine::Cpu($e) => $body,
+            #[cfg(feature = "cuda")]
+            $crate::cli::common::AnyEngine::Cuda($e) => $body,
+        }
+    };
+}
+pub(crate) use with_engine;
 
 impl ModelArgs {
     pub fn model_path(&self) -> anyhow::Result<PathBuf> {
@@ -50,18 +78,61 @@ impl ModelArgs {
         Ok(p)
     }
 
-    /// Size the thread pool and load the model.
-    pub fn load(&self) -> anyhow::Result<Engine<CpuBackend>> {
+    /// Size the thread pool, choose the backend and load the model: the GPU when one is
+    /// usable and runs the requested FFN mode, otherwise the CPU.
+    pub fn load(&self) -> anyhow::Result<AnyEngine> {
         init_threads(self.threads)?;
         let path = self.model_path()?;
+        #[cfg(feature = "cuda")]
+        if !self.cpu {
+            use powerinfer::backend::cuda::{CudaBackend, CudaError};
+            match CudaBackend::new(0) {
+                Ok(b) if b.runs_ffn_mode(&self.ffn_mode()) => {
+                    return self.load_on(&path, b).map(AnyEngine::Cuda)
+                }
+                Ok(_) => {
+                    anyhow::ensure!(!self.gpu, "sparse FFN on the GPU: not yet; drop --gpu");
+                    tracing::info!(
+                        "--sparse/--oracle: no sparse FFN on the GPU yet; running on the CPU"
+                    );
+                }
+                Err(e) if self.gpu => anyhow::bail!("--gpu: no usable GPU: {e}"),
+                // No GPU on this machine is the ordinary case: say so only when asked.
+                Err(e @ (CudaError::NoDriver | CudaError::NoNvrtc | CudaError::NoDevice)) => {
+                    tracing::debug!("no GPU ({e}); running on the CPU")
+                }
+                Err(e) => tracing::warn!("GPU unusable ({e}); running on the CPU"),
+            }
+        }
+        #[cfg(not(feature = "cuda"))]
+        anyhow::ensure!(
+            !self.gpu,
+            "--gpu: this build has no GPU support (built without the `cuda` feature)"
+        );
+        self.load_on(&path, CpuBackend::new()).map(AnyEngine::Cpu)
+    }
+
+    /// Load on the CPU, for the subcommands that have no GPU path (`what` names the one
+    /// asking); `--gpu` is then an error rather than silently ignored.
+    pub fn load_cpu(&self, what: &str) -> anyhow::Result<Engine<CpuBackend>> {
+        anyhow::ensure!(
+            !self.gpu,
+            "--gpu: `powerinfer {what}` runs on the CPU only; drop --gpu"
+        );
+        init_threads(self.threads)?;
+        let path = self.model_path()?;
+        self.load_on(&path, CpuBackend::new())
+    }
+
+    fn load_on<B: Backend>(&self, path: &std::path::Path, backend: B) -> anyhow::Result<Engine<B>> {
         let t = std::time::Instant::now();
-        let mut engine = Engine::load(&path, CpuBackend::new(), self.activation.as_deref())
+        let mut engine = Engine::load(path, backend, self.activation.as_deref())
             .with_context(|| format!("loading {}", path.display()))?;
         if self.sparse || self.oracle {
             let sc_path = self
                 .sidecar
                 .clone()
-                .unwrap_or_else(|| powerinfer::sparse::sidecar::default_path(&path));
+                .unwrap_or_else(|| powerinfer::sparse::sidecar::default_path(path));
             let sc = powerinfer::sparse::Sidecar::read(&sc_path)?;
             sc.check_model(&sc_path, &engine.model.file)?;
             engine.model.attach_sidecar(&sc)?;
@@ -74,7 +145,7 @@ impl ModelArgs {
             engine.model.config.n_layer,
             engine.model.config.ffn.name(),
             t.elapsed().as_secs_f64(),
-            powerinfer::backend::Backend::name(&engine.model.backend)
+            engine.model.backend.name()
         );
         Ok(engine)
     }

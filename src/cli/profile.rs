@@ -137,7 +137,7 @@ impl ProfileProgress for Bars {
 }
 
 pub fn run(args: &ProfileArgs) -> anyhow::Result<()> {
-    let engine = args.model.load()?;
+    let engine = args.model.load_cpu("profile")?;
     let path = args.model.model_path()?;
     let relu = matches!(
         engine.model.config.ffn,

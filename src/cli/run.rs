@@ -2,9 +2,10 @@
 
 use std::io::Write;
 
-use powerinfer::generate::{GenOptions, Generator, Sampler};
+use powerinfer::backend::Backend;
+use powerinfer::generate::{Engine, GenOptions, Generator, Sampler};
 
-use super::common::{ModelArgs, SamplingArgs};
+use super::common::{with_engine, ModelArgs, SamplingArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -30,7 +31,10 @@ pub struct RunArgs {
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
-    let engine = args.model.load()?;
+    with_engine!(args.model.load()?, e => complete(args, &e))
+}
+
+fn complete<B: Backend>(args: &RunArgs, engine: &Engine<B>) -> anyhow::Result<()> {
     let text = if args.chat {
         let msgs = [powerinfer::generate::ChatMessage {
             role: "user".into(),

@@ -4,9 +4,11 @@ use std::io::Write;
 use std::net::IpAddr;
 
 use anyhow::Context;
+use powerinfer::backend::Backend;
+use powerinfer::generate::Engine;
 use powerinfer::server::{self, SchedulerConfig, ServerConfig};
 
-use super::common::ModelArgs;
+use super::common::{with_engine, ModelArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -61,6 +63,15 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         model_id,
         api_key: args.api_key.clone(),
     };
+    with_engine!(engine, e => serve_on(e, cfg, args.parallel))
+}
+
+/// Run the server on an engine of either backend until it fails or Ctrl-C.
+fn serve_on<B: Backend + 'static>(
+    engine: Engine<B>,
+    cfg: ServerConfig,
+    parallel: usize,
+) -> anyhow::Result<()> {
     // The model thread does the heavy work; two workers are plenty for the HTTP side.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -68,7 +79,6 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let parallel = args.parallel;
         let serving = server::serve(engine, cfg, |addr| {
             // One line on stdout that scripts can wait for.
             println!("powerinfer serve: listening on http://{addr} ({parallel} slots)");

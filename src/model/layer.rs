@@ -27,6 +27,12 @@ impl<B: Backend> Model<B> {
         if mode.needs_sidecar() && self.sparse.is_none() {
             return Err(ModelError::NoSidecar(mode.name()));
         }
+        if !self.backend.runs_ffn_mode(mode) {
+            return Err(ModelError::Unsupported {
+                backend: self.backend.name(),
+                what: format!("the {} FFN", mode.name()),
+            });
+        }
         if let FfnMode::Masked(th) = mode {
             if th.len() != self.config.n_layer {
                 return Err(ModelError::Config(format!(

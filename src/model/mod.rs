@@ -43,4 +43,6 @@ pub enum ModelError {
     EmptyInput,
     #[error("FFN mode {0} needs a profile sidecar: run `powerinfer profile` on the model, then pass --sparse")]
     NoSidecar(&'static str),
+    #[error("backend {backend} cannot run {what}")]
+    Unsupported { backend: String, what: String },
 }

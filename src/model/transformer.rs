@@ -158,7 +158,7 @@ impl<B: Backend> Model<B> {
         let mut host = std::mem::take(&mut state.logits);
         host.clear();
         for chunk in tokens.chunks(MAX_BATCH) {
-            self.forward_batch(state, chunk, all_logits, observer.as_deref_mut());
+            self.forward_batch(state, chunk, all_logits, observer.as_deref_mut())?;
             if !all_logits {
                 host.clear();
             }
@@ -174,7 +174,7 @@ impl<B: Backend> Model<B> {
         tokens: &[u32],
         all_logits: bool,
         mut observer: Option<&mut (dyn FfnObserver + '_)>,
-    ) {
+    ) -> Result<(), ModelError> {
         let c = &self.config;
         let b = &self.backend;
         let w = &self.weights;
@@ -212,5 +212,6 @@ impl<B: Backend> Model<B> {
             b.rms_norm(&st.last, &w.output_norm, c.rms_eps, &mut st.a.h);
         }
         b.matmul(&w.output, &st.a.h, &mut st.logits_dev);
+        Ok(())
     }
 }
