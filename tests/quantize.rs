@@ -57,7 +57,7 @@ fn logit_gap(a: &[f32], b: &[f32]) -> f32 {
 /// else the documented fallback.
 fn expected_type(ty: GgmlType, row_len: usize) -> GgmlType {
     use GgmlType::*;
-    if row_len % ty.block_len() == 0 {
+    if row_len.is_multiple_of(ty.block_len()) {
         ty
     } else if ty == Q4_K {
         Q5_0
