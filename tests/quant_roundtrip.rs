@@ -1,11 +1,13 @@
 //! Quantise → dequantise round trips of every weight type we write, on random data: the error
 //! stays within what the format's code count allows for the data's local scale, and the
-//! searched k-quant scales do better than the plain min/max ones.
+//! searched k-quant scales do better than the plain min/max ones; and gguf-py reads the Q4_K and
+//! Q6_K bytes we write as we do (fixtures from scripts/make_kquant_fixtures.py).
 
+mod common;
 mod quant_common;
 
 use powerinfer::quant::{dequantize_row, quantize_row, GgmlType};
-use quant_common::Rng;
+use quant_common::{read_f32, Rng};
 
 const TYPES: [GgmlType; 7] = [
     GgmlType::Q4_0,
@@ -138,4 +140,39 @@ fn one_signed_and_constant_blocks_round_trip() {
             );
         }
     }
+}
+
+#[test]
+fn gguf_py_reads_our_k_quants() {
+    let dir = common::data_path("kquant");
+    let manifest = std::fs::read_to_string(dir.join("manifest.txt")).unwrap();
+    let mut types = Vec::new();
+    for line in manifest.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (case, n) = (f[0], f[2].parse::<usize>().unwrap());
+        let ty = match f[1] {
+            "Q4_K" => GgmlType::Q4_K,
+            "Q6_K" => GgmlType::Q6_K,
+            t => panic!("unexpected type {t}"),
+        };
+        let read = |ext: &str| std::fs::read(dir.join(format!("{case}.{ext}"))).unwrap();
+        let (input, bytes, theirs) = (read_f32(&read("in.f32")), read("q"), read_f32(&read("f32")));
+        assert_eq!((input.len(), theirs.len()), (n, n));
+        assert!(input.iter().any(|&v| v != 0.0));
+        // Our quantiser still writes exactly the bytes of the committed file...
+        let mut ours = vec![0u8; bytes.len()];
+        quantize_row(ty, &input, &mut ours).unwrap();
+        assert_eq!(ours, bytes, "{case}: quantiser output changed");
+        // ...and gguf-py decodes them to what we decode them to.
+        let mut back = vec![f32::NAN; n];
+        dequantize_row(ty, &bytes, &mut back).unwrap();
+        for (i, (a, b)) in back.iter().zip(&theirs).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                "{case} element {i}: {a} vs {b}"
+            );
+        }
+        types.push(ty);
+    }
+    assert_eq!(types, [GgmlType::Q4_K, GgmlType::Q6_K]);
 }
