@@ -49,7 +49,12 @@ fn logit_gap(a: &[f32], b: &[f32]) -> f32 {
     let n = b.len() as f64;
     let mean = b.iter().map(|&v| v as f64).sum::<f64>() / n;
     let var = b.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-    let mse = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>() / n;
+    let mse = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum::<f64>()
+        / n;
     (mse / var).sqrt() as f32
 }
 
