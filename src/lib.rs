@@ -14,6 +14,7 @@ pub mod paths;
 pub mod perplexity;
 pub mod profile;
 pub mod quant;
+pub mod quantize;
 pub mod server;
 pub mod sparse;
 pub mod synth;

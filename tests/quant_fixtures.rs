@@ -103,5 +103,6 @@ fn bad_lengths_are_errors() {
     assert!(dequantize_row(GgmlType::I32, &[0u8; 256], &mut out).is_err());
     let mut q = vec![0u8; 35];
     assert!(quantize_row(GgmlType::Q8_0, &[1.0; 32], &mut q).is_err());
-    assert!(quantize_row(GgmlType::Q4_K, &[1.0; 256], &mut [0u8; 144]).is_err());
+    assert!(quantize_row(GgmlType::Q3_K, &[1.0; 256], &mut [0u8; 110]).is_err());
+    assert!(quantize_row(GgmlType::Q4_K, &[1.0; 256], &mut [0u8; 143]).is_err());
 }

@@ -8,6 +8,7 @@ mod inspect;
 mod perplexity;
 mod place;
 mod profile;
+mod quantize;
 mod run;
 mod serve;
 mod synth;
@@ -51,6 +52,8 @@ pub enum Command {
     Synth(synth::SynthArgs),
     /// OpenAI-compatible HTTP server with a chat page
     Serve(serve::ServeArgs),
+    /// Requantise a model (q4_0, q4_1, q8_0, q4_k, q6_k, ...), optionally a sensitivity-chosen mix
+    Quantize(quantize::QuantizeArgs),
 }
 
 pub fn main(cli: Cli) -> anyhow::Result<()> {
@@ -65,5 +68,6 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Place(a) => place::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Quantize(a) => quantize::run(a),
     }
 }

@@ -17,4 +17,19 @@ pub struct FfnTaps<'a> {
 /// Sees every layer's FFN, in layer order, once per evaluated batch.
 pub trait FfnObserver {
     fn observe(&mut self, layer: usize, rows: usize, taps: FfnTaps<'_>);
+
+    /// Whether [`FfnObserver::observe_attn`] and [`FfnObserver::observe_head`] are wanted;
+    /// the host copies they need are made only then.
+    fn wants_matrix_inputs(&self) -> bool {
+        false
+    }
+
+    /// One layer's attention matrix inputs (`rows` tokens, row-major): `input` after the
+    /// attention norm (what q, k and v multiply), `att` the attention result (what the output
+    /// projection multiplies). The quantiser measures each matrix's error on them.
+    fn observe_attn(&mut self, _layer: usize, _rows: usize, _input: &[f32], _att: &[f32]) {}
+
+    /// The output head's input (the final norm's output) for the rows whose logits are
+    /// computed: every token with `all_logits`, else the last.
+    fn observe_head(&mut self, _rows: usize, _input: &[f32]) {}
 }

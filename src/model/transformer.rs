@@ -188,6 +188,12 @@ impl<B: Backend> Model<B> {
         for (il, lw) in w.layers.iter().enumerate() {
             self.attn_qkv(lw, &mut st.a);
             self.attend(il, pos0, &mut st.a, &mut st.kv);
+            if let Some(obs) = observer.as_deref_mut().filter(|o| o.wants_matrix_inputs()) {
+                let (mut input, mut att) = (Vec::new(), Vec::new());
+                b.append_to_host(&st.a.h, &mut input);
+                b.append_to_host(&st.a.att, &mut att);
+                obs.observe_attn(il, tokens.len(), &input, &att);
+            }
             self.attn_out(lw, &mut st.a);
             let plan = self.ffn_plan(st, il, tokens.len());
             self.ffn_norm(lw, &mut st.a);
@@ -210,6 +216,11 @@ impl<B: Backend> Model<B> {
         } else {
             b.copy_rows(&st.a.x, n - 1, 1, &mut st.last);
             b.rms_norm(&st.last, &w.output_norm, c.rms_eps, &mut st.a.h);
+        }
+        if let Some(obs) = observer.filter(|o| o.wants_matrix_inputs()) {
+            let mut input = Vec::new();
+            b.append_to_host(&st.a.h, &mut input);
+            obs.observe_head(if all_logits { n } else { 1 }, &input);
         }
         b.matmul(&w.output, &st.a.h, &mut st.logits_dev);
         Ok(())

@@ -15,6 +15,7 @@ mod levels;
 mod matrix;
 mod matvec;
 mod quantize;
+mod quantize_k;
 mod qvec;
 pub mod scalar;
 

@@ -1,8 +1,10 @@
 //! Quantisation of f32 rows into block formats (the reference algorithms of ggml, so that our
 //! bytes match files written by llama.cpp / gguf-py), including the activation formats
-//! Q8_0, Q8_1 and Q8_K used by the dot kernels.
+//! Q8_0, Q8_1 and Q8_K used by the dot kernels. The k-quant weight formats Q4_K and Q6_K use
+//! our own scale search ([`super::quantize_k`]).
 
 use super::layout::*;
+use super::quantize_k::{quantize_q4_k, quantize_q6_k};
 use super::{GgmlType, QuantError};
 use half::{bf16, f16};
 
@@ -13,7 +15,7 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Qua
     let bl = ty.block_len();
     if !matches!(
         ty,
-        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 | Q8_K
+        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 | Q4_K | Q6_K | Q8_K
     ) {
         return Err(QuantError::Unsupported { op: "quantize", ty });
     }
@@ -42,6 +44,8 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Qua
         Q8_0 => blocks.for_each(|(x, b)| quantize_q8_0(x, b)),
         Q8_1 => blocks.for_each(|(x, b)| quantize_q8_1(x, b)),
         Q8_K => blocks.for_each(|(x, b)| quantize_q8_k(x, b)),
+        Q4_K => blocks.for_each(|(x, b)| quantize_q4_k(x, b)),
+        Q6_K => blocks.for_each(|(x, b)| quantize_q6_k(x, b)),
         _ => unreachable!("checked above"),
     }
     Ok(())
