@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use powerinfer::generate::{ChatMessage, FinishReason, GenOptions, Generator, Sampler};
 
-use super::common::{ModelArgs, SamplingArgs};
+use super::common::{ModelArgs, SamplingArgs, SpecArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct ChatArgs {
@@ -16,6 +16,8 @@ pub struct ChatArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub spec: SpecArgs,
     /// System prompt
     #[arg(short, long)]
     pub system: Option<String>,
@@ -25,7 +27,8 @@ pub struct ChatArgs {
 }
 
 pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
-    let engine = args.model.load()?;
+    let engine = args.model.load_with(Some(&args.spec))?;
+    let draft_engine = args.spec.load_draft(&args.model)?;
     let mut gen = Generator::new(
         &engine.model,
         &engine.tokenizer,
@@ -33,6 +36,12 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
         args.model.ctx_size,
     );
     gen.state.ffn_mode = args.model.ffn_mode();
+    if let Some(d) = args
+        .spec
+        .drafter(&engine, draft_engine.as_ref(), args.model.ctx_size)?
+    {
+        gen = gen.with_draft(d)?;
+    }
     let initial: Vec<ChatMessage> = args
         .system
         .iter()
@@ -124,6 +133,13 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
                     stats.generated_tokens,
                     stats.decode_tps()
                 );
+                if let Some(s) = stats.speculative {
+                    eprintln!(
+                        "[speculative: {:.0}% of drafts accepted, {:.2} tokens per verify]",
+                        100.0 * s.acceptance(),
+                        s.tokens_per_verify()
+                    );
+                }
                 fed = format!("{rendered}{reply}");
                 messages.push(ChatMessage {
                     role: "assistant".into(),

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use powerinfer::generate::{GenOptions, Generator, Sampler};
 
-use super::common::{ModelArgs, SamplingArgs};
+use super::common::{ModelArgs, SamplingArgs, SpecArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -12,6 +12,8 @@ pub struct RunArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub spec: SpecArgs,
     /// Prompt text (special tokens such as <|im_start|> are parsed)
     #[arg(short, long)]
     pub prompt: String,
@@ -30,7 +32,8 @@ pub struct RunArgs {
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
-    let engine = args.model.load()?;
+    let engine = args.model.load_with(Some(&args.spec))?;
+    let draft_engine = args.spec.load_draft(&args.model)?;
     let text = if args.chat {
         let msgs = [powerinfer::generate::ChatMessage {
             role: "user".into(),
@@ -48,6 +51,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         args.model.ctx_size,
     );
     gen.state.ffn_mode = args.model.ffn_mode();
+    if let Some(d) = args
+        .spec
+        .drafter(&engine, draft_engine.as_ref(), args.model.ctx_size)?
+    {
+        gen = gen.with_draft(d)?;
+    }
     let opts = GenOptions {
         max_tokens: args.n_predict,
         stop: args.stop.clone(),
@@ -67,5 +76,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         stats.decode_tps(),
         stats.finish
     );
+    if let Some(s) = stats.speculative {
+        eprintln!(
+            "speculative: {} drafted, {} accepted ({:.0}%), {:.2} tokens per verify over {} verifies",
+            s.drafted,
+            s.accepted,
+            100.0 * s.acceptance(),
+            s.tokens_per_verify(),
+            s.verifies
+        );
+    }
     Ok(())
 }
