@@ -88,21 +88,13 @@ impl<'m, B: Backend> Drafter<'m, B> {
     }
 
     /// Bring the cache to `history` + `next` and leave the draft's logits after `next`.
+    /// `next` is always evaluated alone: in a sparse mode a single row runs the sparse FFN
+    /// while a batch does not, so this keeps the draft's law independent of how far its
+    /// cache lagged (and a server's draft equal to run's).
     fn feed(&mut self, history: &[u32], next: u32) -> Result<(), ModelError> {
-        let want = history.len() + 1;
-        // At least `next` is evaluated, for its logits.
-        let common = self
-            .common_prefix(history.iter().chain(std::iter::once(&next)))
-            .min(want - 1);
-        self.state.truncate(common);
-        self.cached.truncate(common);
-        let new: Vec<u32> = history[common.min(history.len())..]
-            .iter()
-            .copied()
-            .chain(std::iter::once(next))
-            .collect();
-        self.model.forward(&mut self.state, &new, false)?;
-        self.cached.extend_from_slice(&new);
+        self.prefill(history)?;
+        self.model.forward(&mut self.state, &[next], false)?;
+        self.cached.push(next);
         Ok(())
     }
 
