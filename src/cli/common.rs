@@ -6,6 +6,7 @@ use anyhow::Context;
 use powerinfer::backend::CpuBackend;
 use powerinfer::generate::speculative::Drafter;
 use powerinfer::generate::{Engine, SamplerConfig};
+use powerinfer::model::Model;
 use powerinfer::sparse::FfnMode;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -228,6 +229,21 @@ impl SpecArgs {
         Ok(Some(engine))
     }
 
+    /// The model that drafts and its FFN mode.
+    pub fn draft_of<'m>(
+        &self,
+        target: &'m Engine<CpuBackend>,
+        draft: Option<&'m Engine<CpuBackend>>,
+    ) -> (&'m Model<CpuBackend>, FfnMode) {
+        match draft {
+            Some(e) => (&e.model, self.draft.unwrap_or(DraftMode::Dense).ffn_mode()),
+            None => (
+                &target.model,
+                self.draft.unwrap_or(DraftMode::Sparse).ffn_mode(),
+            ),
+        }
+    }
+
     /// The draft for `target` (or for the separate `draft` model), if speculation is on.
     pub fn drafter<'m>(
         &self,
@@ -238,11 +254,8 @@ impl SpecArgs {
         let Some(k) = self.speculative else {
             return Ok(None);
         };
-        let (model, mode) = match draft {
-            Some(e) => (&e.model, self.draft.unwrap_or(DraftMode::Dense)),
-            None => (&target.model, self.draft.unwrap_or(DraftMode::Sparse)),
-        };
-        let d = Drafter::new(model, mode.ffn_mode(), n_ctx, k)?;
+        let (model, mode) = self.draft_of(target, draft);
+        let d = Drafter::new(model, mode, n_ctx, k)?;
         d.check_target(&target.model)?;
         anyhow::ensure!(
             draft.is_none_or(|e| e.tokenizer.eos_id() == target.tokenizer.eos_id()),
