@@ -398,3 +398,55 @@ fn sampled_speculation_is_reproducible_and_stays_within_the_filters() {
         assert!(better < 3, "token {i} ranks {}", better + 1);
     }
 }
+
+/// `powerinfer run`: greedy text with `--speculative` (self-draft, and a separately loaded
+/// draft model) equals plain greedy text.
+#[test]
+fn run_speculative_prints_the_plain_greedy_text() {
+    let path = common::synthetic_model_with_sidecar("speculative-cli");
+    let m = path.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_powerinfer"))
+            .args([
+                "run",
+                "-m",
+                m,
+                "-p",
+                "the cat sat",
+                "-n",
+                "40",
+                "--temp",
+                "0",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (plain, _) = run(&[]);
+    assert!(plain.trim().len() > 4, "{plain:?}");
+    for extra in [
+        &["--speculative", "3"][..],
+        &[
+            "--speculative",
+            "5",
+            "--draft-model",
+            m,
+            "--draft",
+            "sparse",
+        ],
+        &["--speculative", "2", "--draft-model", m],
+    ] {
+        let (text, stats) = run(extra);
+        assert_eq!(text, plain, "{extra:?}");
+        assert!(stats.contains("tokens per verify"), "{extra:?}: {stats}");
+    }
+}
