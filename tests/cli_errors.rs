@@ -106,3 +106,50 @@ fn gpu_flag_on_cpu_only_subcommands() {
         assert_clean_error(&out, &format!("`powerinfer {sub}` runs on the CPU only"));
     }
 }
+
+#[test]
+fn speculative_flags_are_checked() {
+    let m = common::synthetic_model_with_sidecar("cli-spec");
+    let m = m.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "-m", m, "-p", "hi", "-n", "4"];
+        args.extend_from_slice(extra);
+        powerinfer(&args)
+    };
+    assert_clean_error(&run(&["--speculative", "0"]), "at least 1");
+    assert_clean_error(&run(&["--speculative", "2", "--sparse"]), "drop --sparse");
+    assert_clean_error(
+        &run(&["--speculative", "2", "--draft", "dense"]),
+        "--draft dense without --draft-model",
+    );
+    assert_clean_error(
+        &run(&["--speculative", "2", "--sidecar", "/no/such/sidecar.gguf"]),
+        "/no/such/sidecar.gguf",
+    );
+    assert_clean_error(
+        &run(&["--speculative", "2", "--draft-model", "/no/such/draft.gguf"]),
+        "/no/such/draft.gguf",
+    );
+    if let Some(smol) = common::model("smollm2") {
+        let out = powerinfer(&[
+            "run",
+            "-m",
+            smol.to_str().unwrap(),
+            "-p",
+            "hi",
+            "--speculative",
+            "2",
+            "--draft-model",
+            m,
+        ]);
+        assert_clean_error(&out, "vocabulary");
+    }
+    // The flags work: a speculative run reports its acceptance.
+    let out = run(&["--speculative", "2", "--temp", "0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tokens per verify"));
+}

@@ -9,7 +9,8 @@ use anyhow::Context;
 use powerinfer::backend::Backend;
 use powerinfer::generate::{ChatMessage, Engine, FinishReason, GenOptions, Generator, Sampler};
 
-use super::common::{with_engine, ModelArgs, SamplingArgs};
+use super::common::{with_engine, ModelArgs, SamplingArgs, SpecArgs};
+use powerinfer::backend::CpuBackend;
 
 #[derive(clap::Args, Debug)]
 pub struct ChatArgs {
@@ -17,6 +18,8 @@ pub struct ChatArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub spec: SpecArgs,
     /// System prompt
     #[arg(short, long)]
     pub system: Option<String>,
@@ -26,10 +29,20 @@ pub struct ChatArgs {
 }
 
 pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
-    with_engine!(args.model.load()?, e => chat(args, &e))
+    // Speculative decoding runs on the CPU (its draft and verify rounds share the backend).
+    if args.spec.speculative.is_some() {
+        let engine = args.model.load_with(Some(&args.spec))?;
+        let draft_engine = args.spec.load_draft(&args.model)?;
+        return chat::<CpuBackend>(args, &engine, draft_engine.as_ref());
+    }
+    with_engine!(args.model.load()?, e => chat(args, &e, None))
 }
 
-fn chat<B: Backend>(args: &ChatArgs, engine: &Engine<B>) -> anyhow::Result<()> {
+fn chat<B: Backend>(
+    args: &ChatArgs,
+    engine: &Engine<B>,
+    draft_engine: Option<&Engine<B>>,
+) -> anyhow::Result<()> {
     let mut gen = Generator::new(
         &engine.model,
         &engine.tokenizer,
@@ -37,6 +50,12 @@ fn chat<B: Backend>(args: &ChatArgs, engine: &Engine<B>) -> anyhow::Result<()> {
         args.model.ctx_size,
     );
     gen.state.ffn_mode = args.model.ffn_mode();
+    if let Some(d) = args
+        .spec
+        .drafter(engine, draft_engine, args.model.ctx_size)?
+    {
+        gen = gen.with_draft(d)?;
+    }
     let initial: Vec<ChatMessage> = args
         .system
         .iter()
@@ -128,6 +147,13 @@ fn chat<B: Backend>(args: &ChatArgs, engine: &Engine<B>) -> anyhow::Result<()> {
                     stats.generated_tokens,
                     stats.decode_tps()
                 );
+                if let Some(s) = stats.speculative {
+                    eprintln!(
+                        "[speculative: {:.0}% of drafts accepted, {:.2} tokens per verify]",
+                        100.0 * s.acceptance(),
+                        s.tokens_per_verify()
+                    );
+                }
                 fed = format!("{rendered}{reply}");
                 messages.push(ChatMessage {
                     role: "assistant".into(),

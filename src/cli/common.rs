@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use powerinfer::backend::{Backend, CpuBackend};
+use powerinfer::generate::speculative::Drafter;
 use powerinfer::generate::{Engine, SamplerConfig};
+use powerinfer::model::Model;
+use powerinfer::sparse::FfnMode;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -88,7 +91,7 @@ impl ModelArgs {
             use powerinfer::backend::cuda::{CudaBackend, CudaError};
             match CudaBackend::new(0) {
                 Ok(b) if b.runs_ffn_mode(&self.ffn_mode()) => {
-                    return self.load_on(&path, b).map(AnyEngine::Cuda)
+                    return self.load_on(&path, b, false).map(AnyEngine::Cuda)
                 }
                 Ok(_) => {
                     anyhow::ensure!(!self.gpu, "sparse FFN on the GPU: not yet; drop --gpu");
@@ -109,7 +112,8 @@ impl ModelArgs {
             !self.gpu,
             "--gpu: this build has no GPU support (built without the `cuda` feature)"
         );
-        self.load_on(&path, CpuBackend::new()).map(AnyEngine::Cpu)
+        self.load_on(&path, CpuBackend::new(), false)
+            .map(AnyEngine::Cpu)
     }
 
     /// Load on the CPU, for the subcommands that have no GPU path (`what` names the one
@@ -121,14 +125,32 @@ impl ModelArgs {
         );
         init_threads(self.threads)?;
         let path = self.model_path()?;
-        self.load_on(&path, CpuBackend::new())
+        self.load_on(&path, CpuBackend::new(), false)
     }
 
-    fn load_on<B: Backend>(&self, path: &std::path::Path, backend: B) -> anyhow::Result<Engine<B>> {
+    /// Load on the CPU for speculative decoding, attaching the sidecar also when a sparse draft
+    /// of this model needs it (the model itself still runs dense unless --sparse).
+    pub fn load_with(&self, spec: Option<&SpecArgs>) -> anyhow::Result<Engine<CpuBackend>> {
+        anyhow::ensure!(
+            !self.gpu,
+            "--gpu: speculative decoding runs on the CPU only; drop --gpu"
+        );
+        init_threads(self.threads)?;
+        let path = self.model_path()?;
+        let sparse_draft = spec.is_some_and(|s| s.self_draft_mode() == Some(DraftMode::Sparse));
+        self.load_on(&path, CpuBackend::new(), sparse_draft)
+    }
+
+    fn load_on<B: Backend>(
+        &self,
+        path: &std::path::Path,
+        backend: B,
+        sparse_draft: bool,
+    ) -> anyhow::Result<Engine<B>> {
         let t = std::time::Instant::now();
         let mut engine = Engine::load(path, backend, self.activation.as_deref())
             .with_context(|| format!("loading {}", path.display()))?;
-        if self.sparse || self.oracle {
+        if self.sparse || self.oracle || sparse_draft {
             let sc_path = self
                 .sidecar
                 .clone()
@@ -153,8 +175,7 @@ impl ModelArgs {
 
 impl ModelArgs {
     /// The FFN mode the flags ask for.
-    pub fn ffn_mode(&self) -> powerinfer::sparse::FfnMode {
-        use powerinfer::sparse::FfnMode;
+    pub fn ffn_mode(&self) -> FfnMode {
         match (self.sparse, self.oracle) {
             (_, true) => FfnMode::Oracle,
             (true, false) => FfnMode::Predicted,
@@ -206,5 +227,123 @@ impl SamplingArgs {
             repeat_last_n: self.repeat_last_n,
             seed: self.seed,
         }
+    }
+}
+
+/// How the draft of speculative decoding evaluates its FFNs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DraftMode {
+    /// Predicted-sparse FFN from the profile sidecar (only the neurons the predictors select)
+    Sparse,
+    /// Every neuron (for a separate --draft-model)
+    Dense,
+}
+
+impl DraftMode {
+    fn ffn_mode(self) -> FfnMode {
+        match self {
+            DraftMode::Sparse => FfnMode::Predicted,
+            DraftMode::Dense => FfnMode::Dense,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SpecArgs {
+    /// Speculative decoding: a cheap draft proposes up to K tokens, the full model checks them
+    /// in one batched pass (K adapts to the acceptance rate; greedy output is unchanged)
+    #[arg(long, value_name = "K")]
+    pub speculative: Option<usize>,
+    /// How the draft runs [default: sparse, i.e. this model's predicted-sparse FFN from its
+    /// profile sidecar; dense with --draft-model]
+    #[arg(long, value_enum, requires = "speculative")]
+    pub draft: Option<DraftMode>,
+    /// Draft with another GGUF model with the same vocabulary (e.g. a smaller quantization)
+    #[arg(long, value_name = "FILE", requires = "speculative")]
+    pub draft_model: Option<PathBuf>,
+    /// Profile sidecar of --draft-model, for --draft sparse [default: next to it]
+    #[arg(long, value_name = "FILE", requires = "draft_model")]
+    pub draft_sidecar: Option<PathBuf>,
+}
+
+impl SpecArgs {
+    /// The draft's mode when the draft is this model itself; `None` without speculation or
+    /// with a separate draft model.
+    fn self_draft_mode(&self) -> Option<DraftMode> {
+        (self.speculative.is_some() && self.draft_model.is_none())
+            .then(|| self.draft.unwrap_or(DraftMode::Sparse))
+    }
+
+    /// Check the flags against the target's, and load the separate draft model if one is
+    /// asked for.
+    pub fn load_draft(&self, target: &ModelArgs) -> anyhow::Result<Option<Engine<CpuBackend>>> {
+        let Some(k) = self.speculative else {
+            return Ok(None);
+        };
+        anyhow::ensure!(k >= 1, "--speculative must be at least 1");
+        anyhow::ensure!(
+            !target.sparse && !target.oracle,
+            "--speculative verifies with the full model: drop --sparse/--oracle (the draft is \
+             the sparse one, see --draft)"
+        );
+        anyhow::ensure!(
+            self.draft_model.is_some() || self.draft != Some(DraftMode::Dense),
+            "--draft dense without --draft-model would draft with the target itself"
+        );
+        let Some(path) = &self.draft_model else {
+            return Ok(None);
+        };
+        anyhow::ensure!(
+            path.exists(),
+            "draft model {} does not exist",
+            path.display()
+        );
+        let mut engine = Engine::load(path, CpuBackend::new(), None)
+            .with_context(|| format!("loading the draft model {}", path.display()))?;
+        if self.draft == Some(DraftMode::Sparse) {
+            let sc_path = self
+                .draft_sidecar
+                .clone()
+                .unwrap_or_else(|| powerinfer::sparse::sidecar::default_path(path));
+            let sc = powerinfer::sparse::Sidecar::read(&sc_path)?;
+            sc.check_model(&sc_path, &engine.model.file)?;
+            engine.model.attach_sidecar(&sc)?;
+        }
+        Ok(Some(engine))
+    }
+
+    /// The model that drafts and its FFN mode.
+    pub fn draft_of<'m, B: Backend>(
+        &self,
+        target: &'m Engine<B>,
+        draft: Option<&'m Engine<B>>,
+    ) -> (&'m Model<B>, FfnMode) {
+        match draft {
+            Some(e) => (&e.model, self.draft.unwrap_or(DraftMode::Dense).ffn_mode()),
+            None => (
+                &target.model,
+                self.draft.unwrap_or(DraftMode::Sparse).ffn_mode(),
+            ),
+        }
+    }
+
+    /// The draft for `target` (or for the separate `draft` model), if speculation is on.
+    pub fn drafter<'m, B: Backend>(
+        &self,
+        target: &'m Engine<B>,
+        draft: Option<&'m Engine<B>>,
+        n_ctx: usize,
+    ) -> anyhow::Result<Option<Drafter<'m, B>>> {
+        let Some(k) = self.speculative else {
+            return Ok(None);
+        };
+        let (model, mode) = self.draft_of(target, draft);
+        let d = Drafter::new(model, mode, n_ctx, k)?;
+        d.check_target(&target.model)?;
+        anyhow::ensure!(
+            draft.is_none_or(|e| e.tokenizer.eos_id() == target.tokenizer.eos_id()),
+            "the draft model's tokenizer differs from the target's (end-of-sequence ids differ)"
+        );
+        Ok(Some(d))
     }
 }

@@ -5,7 +5,8 @@ use std::io::Write;
 use powerinfer::backend::Backend;
 use powerinfer::generate::{Engine, GenOptions, Generator, Sampler};
 
-use super::common::{with_engine, ModelArgs, SamplingArgs};
+use super::common::{with_engine, ModelArgs, SamplingArgs, SpecArgs};
+use powerinfer::backend::CpuBackend;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -13,6 +14,8 @@ pub struct RunArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub spec: SpecArgs,
     /// Prompt text (special tokens such as <|im_start|> are parsed)
     #[arg(short, long)]
     pub prompt: String,
@@ -31,10 +34,20 @@ pub struct RunArgs {
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
-    with_engine!(args.model.load()?, e => complete(args, &e))
+    // Speculative decoding runs on the CPU (its draft and verify rounds share the backend).
+    if args.spec.speculative.is_some() {
+        let engine = args.model.load_with(Some(&args.spec))?;
+        let draft_engine = args.spec.load_draft(&args.model)?;
+        return complete::<CpuBackend>(args, &engine, draft_engine.as_ref());
+    }
+    with_engine!(args.model.load()?, e => complete(args, &e, None))
 }
 
-fn complete<B: Backend>(args: &RunArgs, engine: &Engine<B>) -> anyhow::Result<()> {
+fn complete<B: Backend>(
+    args: &RunArgs,
+    engine: &Engine<B>,
+    draft_engine: Option<&Engine<B>>,
+) -> anyhow::Result<()> {
     let text = if args.chat {
         let msgs = [powerinfer::generate::ChatMessage {
             role: "user".into(),
@@ -52,6 +65,12 @@ fn complete<B: Backend>(args: &RunArgs, engine: &Engine<B>) -> anyhow::Result<()
         args.model.ctx_size,
     );
     gen.state.ffn_mode = args.model.ffn_mode();
+    if let Some(d) = args
+        .spec
+        .drafter(engine, draft_engine, args.model.ctx_size)?
+    {
+        gen = gen.with_draft(d)?;
+    }
     let opts = GenOptions {
         max_tokens: args.n_predict,
         stop: args.stop.clone(),
@@ -71,5 +90,15 @@ fn complete<B: Backend>(args: &RunArgs, engine: &Engine<B>) -> anyhow::Result<()
         stats.decode_tps(),
         stats.finish
     );
+    if let Some(s) = stats.speculative {
+        eprintln!(
+            "speculative: {} drafted, {} accepted ({:.0}%), {:.2} tokens per verify over {} verifies",
+            s.drafted,
+            s.accepted,
+            100.0 * s.acceptance(),
+            s.tokens_per_verify(),
+            s.verifies
+        );
+    }
     Ok(())
 }

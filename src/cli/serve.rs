@@ -7,13 +7,16 @@ use anyhow::Context;
 use powerinfer::backend::Backend;
 use powerinfer::generate::Engine;
 use powerinfer::server::{self, SchedulerConfig, ServerConfig};
+use powerinfer::sparse::FfnMode;
 
-use super::common::{with_engine, ModelArgs};
+use super::common::{with_engine, AnyEngine, ModelArgs, SpecArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub spec: SpecArgs,
     /// Address to listen on (loopback by default: nothing outside this machine can connect)
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
@@ -37,7 +40,17 @@ pub struct ServeArgs {
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.parallel >= 1, "--parallel must be at least 1");
     let path = args.model.model_path()?;
-    let engine = args.model.load()?;
+    anyhow::ensure!(
+        args.spec.draft_model.is_none(),
+        "serve drafts with the served model itself (--draft sparse); --draft-model is for run and chat"
+    );
+    // Speculative decoding runs on the CPU; otherwise the GPU when one is usable.
+    let engine = if args.spec.speculative.is_some() {
+        AnyEngine::Cpu(args.model.load_with(Some(&args.spec))?)
+    } else {
+        args.model.load()?
+    };
+    args.spec.load_draft(&args.model)?;
     let model_id = match &args.name {
         Some(n) => n.clone(),
         None => path
@@ -59,6 +72,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             queue: args.queue,
             n_ctx: args.model.ctx_size,
             ffn_mode: args.model.ffn_mode(),
+            speculative: args.spec.speculative,
+            draft_mode: FfnMode::Predicted,
         },
         model_id,
         api_key: args.api_key.clone(),

@@ -56,6 +56,24 @@ impl<'t> Decoding<'t> {
             return self.done(FinishReason::Length, String::new());
         }
         let token = sampler.sample(logits, history);
+        self.take(token, history)
+    }
+
+    /// Decide on `token`, chosen elsewhere (speculative verification picks it from the
+    /// target's and the draft's distributions), exactly as if it had been sampled.
+    pub fn accept(&mut self, token: u32, history: &[u32]) -> Step {
+        if self.generated >= self.max_tokens {
+            return self.done(FinishReason::Length, String::new());
+        }
+        self.take(token, history)
+    }
+
+    /// Tokens that may still be sampled.
+    pub fn remaining(&self) -> usize {
+        self.max_tokens.saturating_sub(self.generated)
+    }
+
+    fn take(&mut self, token: u32, history: &[u32]) -> Step {
         self.generated += 1;
         if self.tokenizer.is_eog(token) {
             return self.done(FinishReason::Stop, String::new());

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::speculative::{Drafter, Round, SpecStats};
 use super::{Decoding, GenerateError, Sampler, Step};
 use crate::backend::Backend;
 use crate::model::{Model, State};
@@ -26,6 +27,8 @@ pub struct GenStats {
     pub prefill_time: Duration,
     pub decode_time: Duration,
     pub finish: FinishReason,
+    /// With a draft: how the speculation went.
+    pub speculative: Option<SpecStats>,
 }
 
 impl GenStats {
@@ -54,6 +57,8 @@ pub struct Generator<'m, B: Backend> {
     pub sampler: Sampler,
     /// Tokens currently in the KV cache.
     pub tokens: Vec<u32>,
+    /// Speculative decoding: the draft that proposes tokens for `model` to verify.
+    pub draft: Option<Drafter<'m, B>>,
 }
 
 impl<'m, B: Backend> Generator<'m, B> {
@@ -69,7 +74,15 @@ impl<'m, B: Backend> Generator<'m, B> {
             state: model.new_state(n_ctx),
             sampler,
             tokens: Vec::new(),
+            draft: None,
         }
+    }
+
+    /// Decode speculatively with `draft` (checked against the model's vocabulary).
+    pub fn with_draft(mut self, draft: Drafter<'m, B>) -> Result<Self, GenerateError> {
+        draft.check_target(self.model)?;
+        self.draft = Some(draft);
+        Ok(self)
     }
 
     pub fn n_ctx(&self) -> usize {
@@ -79,6 +92,9 @@ impl<'m, B: Backend> Generator<'m, B> {
     pub fn reset(&mut self) {
         self.state.reset();
         self.tokens.clear();
+        if let Some(d) = &mut self.draft {
+            d.reset();
+        }
     }
 
     /// Evaluate `prompt` after the tokens already in the cache (so a chat turn only adds its
@@ -104,24 +120,62 @@ impl<'m, B: Backend> Generator<'m, B> {
         // Sampling reads the logits where forward leaves them (state.logits): no copy.
         self.model.forward(&mut self.state, prompt, false)?;
         self.tokens.extend_from_slice(prompt);
+
+        if let Some(d) = &mut self.draft {
+            d.prefill(&self.tokens)?;
+            d.stats = SpecStats::default();
+        }
         let prefill_time = t0.elapsed();
 
         let t1 = Instant::now();
         let mut decoding = Decoding::new(self.tokenizer, opts.stop.clone(), opts.max_tokens, n_ctx);
-        let finish = loop {
-            match decoding.step(&mut self.sampler, &self.state.logits, &self.tokens) {
-                Step::Next { token, text } => {
-                    if !text.is_empty() && !on_text(&text) {
-                        break FinishReason::Cancelled;
+        let finish = match &mut self.draft {
+            None => loop {
+                match decoding.step(&mut self.sampler, &self.state.logits, &self.tokens) {
+                    Step::Next { token, text } => {
+                        if !text.is_empty() && !on_text(&text) {
+                            break FinishReason::Cancelled;
+                        }
+                        self.model.forward(&mut self.state, &[token], false)?;
+                        self.tokens.push(token);
                     }
-                    self.model.forward(&mut self.state, &[token], false)?;
-                    self.tokens.push(token);
+                    Step::Done { finish, text } => {
+                        if !text.is_empty() {
+                            on_text(&text);
+                        }
+                        break finish;
+                    }
                 }
-                Step::Done { finish, text } => {
-                    if !text.is_empty() {
-                        on_text(&text);
+            },
+            Some(draft) => {
+                let mut next =
+                    match decoding.step(&mut self.sampler, &self.state.logits, &self.tokens) {
+                        Step::Next { token, text } if text.is_empty() || on_text(&text) => {
+                            Round::Next(token)
+                        }
+                        Step::Next { .. } => Round::Done(FinishReason::Cancelled),
+                        Step::Done { finish, text } => {
+                            if !text.is_empty() {
+                                on_text(&text);
+                            }
+                            Round::Done(finish)
+                        }
+                    };
+                loop {
+                    match next {
+                        Round::Next(token) => {
+                            next = draft.round(
+                                self.model,
+                                &mut self.state,
+                                &mut self.tokens,
+                                token,
+                                &mut decoding,
+                                &mut self.sampler,
+                                &mut on_text,
+                            )?;
+                        }
+                        Round::Done(finish) => break finish,
                     }
-                    break finish;
                 }
             }
         };
@@ -131,6 +185,7 @@ impl<'m, B: Backend> Generator<'m, B> {
             prefill_time,
             decode_time: t1.elapsed(),
             finish,
+            speculative: self.draft.as_ref().map(|d| d.stats),
         })
     }
 }

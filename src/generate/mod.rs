@@ -8,6 +8,7 @@ mod error;
 mod generator;
 mod rng;
 pub mod sampler;
+pub mod speculative;
 pub mod stop;
 
 pub use decoding::{Decoding, Step};

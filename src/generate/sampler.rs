@@ -129,10 +129,7 @@ impl Sampler {
         if logits.is_empty() {
             return 0;
         }
-        let penalize = self.cfg.repeat_penalty != 1.0
-            && self.cfg.repeat_penalty > 0.0
-            && self.cfg.repeat_last_n > 0
-            && !history.is_empty();
+        let penalize = self.penalizes(history);
         let mut work = std::mem::take(&mut self.penalized);
         let src = if penalize {
             work.clear();
@@ -147,10 +144,76 @@ impl Sampler {
         token
     }
 
+    /// The distribution [`Sampler::sample`] draws from for these logits and history: the
+    /// surviving tokens with their probabilities (summing to 1), most likely first. Greedy
+    /// gives the argmax with probability 1. Speculative decoding compares the draft's and the
+    /// target's distributions through this, so both see the same penalty, filters and
+    /// temperature as plain sampling.
+    pub fn distribution(&mut self, logits: &[f32], history: &[u32]) -> Vec<(u32, f64)> {
+        if logits.is_empty() {
+            return vec![(0, 1.0)];
+        }
+        let mut work = std::mem::take(&mut self.penalized);
+        let src = if self.penalizes(history) {
+            work.clear();
+            work.extend(logits.iter().map(|&l| clean(l)));
+            self.apply_repeat_penalty(&mut work, history);
+            &work[..]
+        } else {
+            logits
+        };
+        let dist = if self.cfg.temperature <= 0.0 {
+            vec![(argmax(src.iter().map(|&l| clean(l))), 1.0)]
+        } else {
+            self.filter(src);
+            self.cands.sort_unstable();
+            let best = unpack_logit(self.cands[0]);
+            if best == f32::NEG_INFINITY {
+                vec![(unpack_id(self.cands[0]), 1.0)]
+            } else {
+                let inv_t = 1.0 / self.cfg.temperature as f64;
+                let mut d: Vec<(u32, f64)> = self
+                    .cands
+                    .iter()
+                    .map(|&c| {
+                        (
+                            unpack_id(c),
+                            (((unpack_logit(c) - best) as f64) * inv_t).exp(),
+                        )
+                    })
+                    .filter(|&(_, w)| w > 0.0)
+                    .collect();
+                let total: f64 = d.iter().map(|&(_, w)| w).sum();
+                d.iter_mut().for_each(|(_, w)| *w /= total);
+                d
+            }
+        };
+        self.penalized = work;
+        dist
+    }
+
+    /// A uniform draw in [0, 1) from the sampler's seeded stream (speculative acceptance).
+    pub fn uniform(&mut self) -> f64 {
+        self.rng.next_f64()
+    }
+
+    fn penalizes(&self, history: &[u32]) -> bool {
+        self.cfg.repeat_penalty != 1.0
+            && self.cfg.repeat_penalty > 0.0
+            && self.cfg.repeat_last_n > 0
+            && !history.is_empty()
+    }
+
     fn pick(&mut self, logits: &[f32]) -> u32 {
         if self.cfg.temperature <= 0.0 {
             return argmax(logits.iter().map(|&l| clean(l)));
         }
+        self.filter(logits);
+        self.draw(self.cfg.temperature)
+    }
+
+    /// Top-k, top-p and min-p: leave the surviving candidates in `cands`.
+    fn filter(&mut self, logits: &[f32]) {
         let k = self.cfg.top_k;
         if k > 0 && k < logits.len() {
             self.select_top_k(logits, k);
@@ -169,7 +232,6 @@ impl Sampler {
         if self.cfg.min_p > 0.0 {
             self.apply_min_p(self.cfg.min_p);
         }
-        self.draw(self.cfg.temperature)
     }
 
     /// llama.cpp's rule, once per distinct token in the window: a positive logit is divided

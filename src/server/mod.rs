@@ -59,6 +59,9 @@ pub async fn serve<B: Backend + 'static>(
 ) -> Result<(), ServerError> {
     // Refused here rather than on every request.
     engine.model.check_ffn_mode(&cfg.scheduler.ffn_mode)?;
+    if cfg.scheduler.speculative.is_some() {
+        engine.model.check_ffn_mode(&cfg.scheduler.draft_mode)?;
+    }
     let listener = tokio::net::TcpListener::bind(&cfg.addr)
         .await
         .map_err(|source| ServerError::Bind {

@@ -19,6 +19,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::{ApiError, Metrics};
 use crate::backend::Backend;
+use crate::generate::speculative::{Drafter, Round};
 use crate::generate::{Decoding, Engine, FinishReason, Sampler, SamplerConfig, Step};
 use crate::model::{Model, State};
 use crate::sparse::FfnMode;
@@ -41,6 +42,11 @@ pub struct SchedulerConfig {
     pub n_ctx: usize,
     /// How every slot evaluates its FFNs; the sparse modes need the model's sidecar.
     pub ffn_mode: FfnMode,
+    /// Speculative decoding: every slot drafts up to this many tokens with the model in
+    /// `draft_mode` and verifies them in one pass of its own (slots then no longer share
+    /// batched steps).
+    pub speculative: Option<usize>,
+    pub draft_mode: FfnMode,
 }
 
 /// One generation request.
@@ -111,7 +117,17 @@ impl Scheduler {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("powerinfer-model".into())
-            .spawn(move || ModelLoop::new(&engine, states, metrics).run(rx))?;
+            .spawn(move || {
+                let drafters = match cfg.speculative {
+                    None => Vec::new(),
+                    Some(k) => (0..parallel)
+                        .map(|_| Drafter::new(&engine.model, cfg.draft_mode.clone(), n_ctx, k))
+                        .collect::<Result<_, _>>()
+                        // server::serve has checked the mode against the model.
+                        .expect("draft mode checked at start"),
+                };
+                ModelLoop::new(&engine, states, drafters, metrics).run(rx)
+            })?;
         Ok(Scheduler {
             jobs: Some(tx),
             thread: Some(thread),
@@ -176,12 +192,16 @@ struct Seq<'t> {
     /// Every token in the slot's cache.
     history: Vec<u32>,
     first_token: bool,
+    /// Speculative decoding: the token the last round decided, next to evaluate.
+    pending: Option<u32>,
 }
 
 /// The model thread's state.
 struct ModelLoop<'e, B: Backend> {
     engine: &'e Engine<B>,
     states: Vec<State<B>>,
+    /// One per slot with speculative decoding; empty without.
+    drafters: Vec<Drafter<'e, B>>,
     seqs: Vec<Option<Seq<'e>>>,
     queue: VecDeque<Queued>,
     metrics: Arc<Metrics>,
@@ -190,9 +210,15 @@ struct ModelLoop<'e, B: Backend> {
 }
 
 impl<'e, B: Backend> ModelLoop<'e, B> {
-    fn new(engine: &'e Engine<B>, states: Vec<State<B>>, metrics: Arc<Metrics>) -> Self {
+    fn new(
+        engine: &'e Engine<B>,
+        states: Vec<State<B>>,
+        drafters: Vec<Drafter<'e, B>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         ModelLoop {
             engine,
+            drafters,
             seqs: states.iter().map(|_| None).collect(),
             states,
             queue: VecDeque::new(),
@@ -268,6 +294,9 @@ impl<'e, B: Backend> ModelLoop<'e, B> {
             };
             let state = &mut self.states[slot];
             state.reset();
+            if let Some(d) = self.drafters.get_mut(slot) {
+                d.reset();
+            }
             let decoding =
                 Decoding::new(tokenizer, q.job.stop.clone(), q.job.max_tokens, state.n_ctx);
             *seq = Some(Seq {
@@ -276,6 +305,7 @@ impl<'e, B: Backend> ModelLoop<'e, B> {
                 prefilled: 0,
                 decoding,
                 first_token: true,
+                pending: None,
                 q,
             });
         }
@@ -319,6 +349,10 @@ impl<'e, B: Backend> ModelLoop<'e, B> {
         for (slot, entry) in self.seqs.iter_mut().enumerate() {
             let Some(seq) = entry else { continue };
             if seq.prefilled < seq.q.job.prompt.len() {
+                continue;
+            }
+            if let Some(token) = seq.pending.take() {
+                steps.push((slot, token));
                 continue;
             }
             let logits = &self.states[slot].logits;
@@ -365,6 +399,9 @@ impl<'e, B: Backend> ModelLoop<'e, B> {
         if steps.is_empty() {
             return;
         }
+        if !self.drafters.is_empty() {
+            return self.speculate(steps);
+        }
         let tokens: Vec<u32> = steps.iter().map(|&(_, t)| t).collect();
         let mut states: Vec<&mut State<B>> = self
             .states
@@ -380,6 +417,51 @@ impl<'e, B: Backend> ModelLoop<'e, B> {
             let Some(seq) = entry else { continue };
             match &result {
                 Ok(()) => seq.history.push(token),
+                Err(e) => {
+                    let _ = seq.q.events.send(Event::Failed(e.to_string()));
+                    *entry = None;
+                    self.metrics.completions.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// A draft-and-verify round for each sampled token, slot by slot.
+    fn speculate(&mut self, steps: Vec<(usize, u32)>) {
+        let model = &self.engine.model;
+        for (slot, token) in steps {
+            let entry = &mut self.seqs[slot];
+            let Some(seq) = entry else { continue };
+            let events = &seq.q.events;
+            let mut on_text = |t: &str| events.send(Event::Text(t.to_string())).is_ok();
+            let before = seq.decoding.generated();
+            let round = self.drafters[slot].round(
+                model,
+                &mut self.states[slot],
+                &mut seq.history,
+                token,
+                &mut seq.decoding,
+                &mut seq.sampler,
+                &mut on_text,
+            );
+            let sampled = seq.decoding.generated() - before;
+            self.metrics
+                .generated_tokens
+                .fetch_add(sampled as u64, Relaxed);
+            self.window_tokens += sampled;
+            match round {
+                Ok(Round::Next(t)) => seq.pending = Some(t),
+                // The client left; the slot is freed on the next loop.
+                Ok(Round::Done(FinishReason::Cancelled)) => {}
+                Ok(Round::Done(finish)) => {
+                    let _ = seq.q.events.send(Event::Done {
+                        finish,
+                        prompt_tokens: seq.q.job.prompt.len(),
+                        completion_tokens: seq.decoding.generated(),
+                    });
+                    self.metrics.completions.fetch_add(1, Relaxed);
+                    *entry = None;
+                }
                 Err(e) => {
                     let _ = seq.q.events.send(Event::Failed(e.to_string()));
                     *entry = None;

@@ -162,13 +162,20 @@ fn concurrent_streams_equal_each_request_served_alone() {
 }
 
 /// What `powerinfer run --chat` prints for an answer of at most `n` tokens sampled at
-/// temperature 1.5 with seed 7 (the server's other sampling defaults are run's).
+/// temperature 1.5 (unless `extra` sets --temp) with seed 7 (the server's other sampling
+/// defaults are run's).
 fn run_chat(model: &std::path::Path, prompt: &str, n: usize, extra: &[&str]) -> String {
+    let temp: &[&str] = if extra.contains(&"--temp") {
+        &[]
+    } else {
+        &["--temp", "1.5"]
+    };
     let out = Command::new(env!("CARGO_BIN_EXE_powerinfer"))
         .arg("run")
         .arg("-m")
         .arg(model)
-        .args(["--chat", "--temp", "1.5", "--seed", "7", "-p", prompt])
+        .args(temp)
+        .args(["--chat", "--seed", "7", "-p", prompt])
         .args(["-n", &n.to_string()])
         .args(extra)
         .output()
@@ -229,6 +236,46 @@ fn sparse_slots_answer_as_run_sparse() {
         "sparse answers equal the dense ones"
     );
     assert_eq!(metric(addr, "powerinfer_completions_total"), 3.0);
+}
+
+/// `serve --speculative`: every slot drafts with the predicted-sparse model and verifies its
+/// drafts alone. Sampled answers equal `run --speculative` for each prompt (same seed, same
+/// draws), and greedy answers equal plain greedy `run`.
+#[test]
+fn speculative_slots_answer_as_run_speculative() {
+    let m = common::synthetic_model_with_sidecar("serve-spec");
+    let server = Server::start(&m, &["--speculative", "3", "--parallel", "2"]);
+    let addr = server.addr;
+    let prompts = ["Tell me about the sea.", "Where is the cat?"];
+    let n = 24;
+    for temperature in [1.5, 0.0] {
+        let served: Vec<(String, String)> = std::thread::scope(|s| {
+            let handles: Vec<_> = prompts
+                .iter()
+                .map(|p| {
+                    let body = json!({
+                        "messages": [{"role": "user", "content": p}],
+                        "temperature": temperature,
+                        "seed": 7,
+                        "max_tokens": n,
+                        "stream": true,
+                    });
+                    s.spawn(move || stream_chat(addr, &body.to_string()))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let temp = temperature.to_string();
+        for (p, (text, _finish)) in prompts.iter().zip(&served) {
+            assert!(!text.is_empty(), "{p:?}: empty answer");
+            let spec_run = run_chat(&m, p, n, &["--speculative", "3", "--temp", &temp]);
+            assert_eq!(text, &spec_run, "{p:?} at temperature {temp}");
+            if temperature == 0.0 {
+                assert_eq!(text, &run_chat(&m, p, n, &["--temp", "0"]), "{p:?} greedy");
+            }
+        }
+    }
+    assert_eq!(metric(addr, "powerinfer_completions_total"), 4.0);
 }
 
 #[test]
