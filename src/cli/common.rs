@@ -50,23 +50,49 @@ impl ModelArgs {
         Ok(p)
     }
 
-    /// Size the thread pool and load the model.
+    /// Size the thread pool and load the model (with its sidecar for --sparse / --oracle).
     pub fn load(&self) -> anyhow::Result<Engine<CpuBackend>> {
+        let want = if self.sparse || self.oracle {
+            SidecarUse::Required
+        } else {
+            SidecarUse::No
+        };
+        Ok(self.load_with(want)?.0)
+    }
+
+    /// The sidecar path: --sidecar, or MODEL.powerinfer.gguf next to the model.
+    pub fn sidecar_path(&self, model: &std::path::Path) -> PathBuf {
+        self.sidecar
+            .clone()
+            .unwrap_or_else(|| powerinfer::sparse::sidecar::default_path(model))
+    }
+
+    /// Load the model, attaching the profile sidecar as `want` says; returns the sidecar's
+    /// path when one was attached.
+    pub fn load_with(
+        &self,
+        want: SidecarUse,
+    ) -> anyhow::Result<(Engine<CpuBackend>, Option<PathBuf>)> {
         init_threads(self.threads)?;
         let path = self.model_path()?;
         let t = std::time::Instant::now();
         let mut engine = Engine::load(&path, CpuBackend::new(), self.activation.as_deref())
             .with_context(|| format!("loading {}", path.display()))?;
-        if self.sparse || self.oracle {
-            let sc_path = self
-                .sidecar
-                .clone()
-                .unwrap_or_else(|| powerinfer::sparse::sidecar::default_path(&path));
+        let sc_path = self.sidecar_path(&path);
+        let attach = match want {
+            SidecarUse::No => false,
+            SidecarUse::Required => true,
+            SidecarUse::IfPresent => sc_path.exists(),
+        };
+        let attached = if attach {
             let sc = powerinfer::sparse::Sidecar::read(&sc_path)?;
             sc.check_model(&sc_path, &engine.model.file)?;
             engine.model.attach_sidecar(&sc)?;
             tracing::info!("sparse FFN from {}", sc_path.display());
-        }
+            Some(sc_path)
+        } else {
+            None
+        };
         tracing::info!(
             "loaded {} ({}, {} layers, ffn {}) in {:.2}s on {}",
             path.display(),
@@ -76,8 +102,18 @@ impl ModelArgs {
             t.elapsed().as_secs_f64(),
             powerinfer::backend::Backend::name(&engine.model.backend)
         );
-        Ok(engine)
+        Ok((engine, attached))
     }
+}
+
+/// Whether to attach the profile sidecar when loading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SidecarUse {
+    No,
+    /// When it exists (bench: add the sparse modes if the model was profiled).
+    IfPresent,
+    /// It must exist and match the model.
+    Required,
 }
 
 impl ModelArgs {

@@ -8,8 +8,8 @@ mod inspect;
 mod perplexity;
 mod profile;
 mod run;
-mod synth;
 mod serve;
+mod synth;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
