@@ -152,8 +152,16 @@ impl SparseLayer {
         if let Some(gate) = &w.gate {
             gather(gate, &s.cand, x, &mut s.qx, f32_act, &mut s.g);
             s.counters.bytes += row_bytes(gate) * s.cand.len() as u64;
-            if th.rule == SparsityRule::Gate {
-                let (mut k, t) = (0, th.t);
+            // A ReLU gate at or below zero makes the activation exactly zero whatever up is:
+            // such neurons need no up row (in oracle mode that is ~90% of up's bytes).
+            let relu_gate = matches!(kind, FfnKind::ReGlu | FfnKind::DReLU);
+            if th.rule == SparsityRule::Gate || relu_gate {
+                let t = if th.rule == SparsityRule::Gate {
+                    th.t
+                } else {
+                    0.0
+                };
+                let mut k = 0;
                 for i in 0..s.cand.len() {
                     if gate_act(kind, s.g[i]).abs() > t {
                         s.cand[k] = s.cand[i];
