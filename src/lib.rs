@@ -6,6 +6,7 @@
 //! loop and `server` the HTTP API.
 
 pub mod backend;
+pub mod bench;
 pub mod corpus;
 pub mod generate;
 pub mod gguf;

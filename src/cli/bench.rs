@@ -1,16 +1,18 @@
-//! `powerinfer bench`: prefill and decode speed of the dense engine, llama-bench style
-//! (random prompt tokens, decode from the prefilled context, median of repetitions).
+//! `powerinfer bench`: prefill and decode speed, llama-bench style (random prompt tokens, decode
+//! from the prefilled context, median of repetitions), for the dense FFN and the sparse modes
+//! side by side, with bytes per token against the machine's measured read bandwidth.
 
-use std::time::Instant;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use powerinfer::backend::Backend;
-use powerinfer::generate::Engine;
-use serde::Serialize;
+use powerinfer::bench::{
+    measure_read_bandwidth, random_prompt, run_interleaved, write_svg, BenchReport, DecodeTraffic,
+    Machine, ModeReport, ModelInfo,
+};
+use powerinfer::sparse::FfnMode;
 
-use super::common::{with_engine, ModelArgs, SpecArgs};
-use powerinfer::backend::CpuBackend;
-use powerinfer::generate::{GenOptions, Generator, Sampler, SamplerConfig};
+use super::common::{ModelArgs, SidecarUse, SpecArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -26,76 +28,34 @@ pub struct BenchArgs {
     /// Tokens to decode
     #[arg(short = 'n', long, default_value_t = 64)]
     pub n_gen: usize,
-    /// Repetitions (the median is reported)
+    /// Repetitions per mode, interleaved across modes (the median is reported)
     #[arg(short = 'r', long, default_value_t = 5)]
     pub reps: usize,
+    /// FFN modes to compare, comma-separated: dense, oracle, predicted
+    /// [default: dense, plus oracle and predicted when the model has a profile sidecar]
+    #[arg(long, value_delimiter = ',')]
+    pub modes: Option<Vec<String>>,
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
     /// Also write the JSON report to this file
     #[arg(long)]
-    pub json_out: Option<std::path::PathBuf>,
+    pub json_out: Option<PathBuf>,
+    /// Write an SVG bar chart of decode tokens/s per mode, with the roofline marked
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Buffer of the memory read-bandwidth measurement, in MiB (far above the caches)
+    #[arg(long, default_value_t = 1024)]
+    pub bandwidth_mib: usize,
 }
 
-#[derive(Serialize)]
-struct Stat {
-    median: f64,
-    min: f64,
-    max: f64,
-    runs: Vec<f64>,
-}
-
-impl Stat {
-    fn new(runs: Vec<f64>) -> Stat {
-        let mut s = runs.clone();
-        s.sort_by(f64::total_cmp);
-        let median = if s.is_empty() {
-            0.0
-        } else if s.len() % 2 == 1 {
-            s[s.len() / 2]
-        } else {
-            (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
-        };
-        Stat {
-            median,
-            min: s.first().copied().unwrap_or(0.0),
-            max: s.last().copied().unwrap_or(0.0),
-            runs,
-        }
+fn parse_mode(s: &str) -> anyhow::Result<FfnMode> {
+    match s.trim() {
+        "dense" => Ok(FfnMode::Dense),
+        "oracle" => Ok(FfnMode::Oracle),
+        "predicted" => Ok(FfnMode::Predicted),
+        other => anyhow::bail!("unknown mode {other:?} in --modes (dense, oracle, predicted)"),
     }
-}
-
-#[derive(Serialize)]
-struct Report {
-    model: String,
-    arch: String,
-    backend: String,
-    threads: usize,
-    n_prompt: usize,
-    n_gen: usize,
-    prefill_tok_s: Stat,
-    decode_tok_s: Stat,
-    /// Peak resident memory of the process (VmHWM), and what it is allowed to be made of.
-    peak_rss_mib: Option<f64>,
-    model_file_mib: f64,
-    kv_cache_mib: f64,
-    speculative: Option<SpecReport>,
-}
-
-/// Speculative decoding against plain decoding, both through the generator (greedy).
-#[derive(Serialize)]
-struct SpecReport {
-    max_draft: usize,
-    draft_mode: String,
-    /// The draft's own decode speed (one token per forward).
-    draft_tok_s: Stat,
-    plain_tok_s: Stat,
-    speculative_tok_s: Stat,
-    /// Median speculative over median plain.
-    speedup: f64,
-    generated_tokens: usize,
-    acceptance: f64,
-    tokens_per_verify: f64,
 }
 
 /// Peak resident set size from /proc (Linux); `None` elsewhere.
@@ -112,198 +72,200 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         args.n_prompt > 0 && args.n_gen > 0,
         "-p and -n must be positive"
     );
-    // Speculative decoding runs on the CPU.
-    if args.spec.speculative.is_some() {
-        let engine = args.model.load_with(Some(&args.spec))?;
-        let draft_engine = args.spec.load_draft(&args.model)?;
-        return measure::<CpuBackend>(args, &engine, draft_engine.as_ref());
+    let mut machine = Machine::probe();
+    let asked: Option<Vec<FfnMode>> = args
+        .modes
+        .as_ref()
+        .map(|m| m.iter().map(|s| parse_mode(s)).collect())
+        .transpose()?;
+    if let Some(m) = &asked {
+        anyhow::ensure!(!m.is_empty(), "--modes is empty");
+        for (i, a) in m.iter().enumerate() {
+            anyhow::ensure!(!m[..i].contains(a), "mode {} given twice", a.name());
+        }
     }
-    with_engine!(args.model.load()?, e => measure(args, &e, None))
-}
-
-fn measure<B: Backend>(
-    args: &BenchArgs,
-    engine: &Engine<B>,
-    draft_engine: Option<&Engine<B>>,
-) -> anyhow::Result<()> {
+    let flags_want_sidecar = args.model.sparse || args.model.oracle || args.model.sidecar.is_some();
+    let want = match &asked {
+        Some(m) if m.iter().any(FfnMode::needs_sidecar) => SidecarUse::Required,
+        Some(_) => SidecarUse::No,
+        None if flags_want_sidecar || args.spec.wants_sidecar() => SidecarUse::Required,
+        None => SidecarUse::IfPresent,
+    };
+    let (engine, sidecar) = args.model.load_bench(want)?;
+    let modes = asked.unwrap_or_else(|| match sidecar {
+        Some(_) => vec![FfnMode::Dense, FfnMode::Oracle, FfnMode::Predicted],
+        None => vec![FfnMode::Dense],
+    });
     let model = &engine.model;
-    let vocab = model.config.vocab_size as u64;
+    let c = &model.config;
     let mut state = model.new_state(args.model.ctx_size);
-    // --sparse / --oracle decode through the sparse FFN (prefill stays batched, see State).
-    state.ffn_mode = args.model.ffn_mode();
     anyhow::ensure!(
         args.n_prompt + args.n_gen <= state.n_ctx,
         "-p + -n = {} exceeds the context of {}",
         args.n_prompt + args.n_gen,
         state.n_ctx
     );
-    // Deterministic pseudo-random prompt, as llama-bench uses random tokens.
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let prompt: Vec<u32> = (0..args.n_prompt)
-        .map(|_| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 33) % vocab) as u32
+    let path = args.model.model_path()?;
+    // f16 keys and values.
+    let traffic = DecodeTraffic::from_gguf(&model.file, c.kv_dim(), c.n_layer, 2)?;
+    let prompt = random_prompt(args.n_prompt, c.vocab_size);
+    let runs = run_interleaved(model, &mut state, &modes, &prompt, args.n_gen, args.reps)?;
+    // Before the bandwidth buffer exists, so that the peak is the engine's own.
+    let peak_rss = peak_rss_mib();
+    let bandwidth = measure_read_bandwidth(args.bandwidth_mib, 5);
+    machine.finish();
+    let dense = runs.iter().find(|r| r.mode == FfnMode::Dense);
+    let reports: Vec<ModeReport> = runs
+        .iter()
+        .map(|r| {
+            ModeReport::new(
+                r,
+                dense,
+                &traffic,
+                bandwidth.gb_s,
+                args.n_prompt,
+                args.n_gen,
+            )
         })
         .collect();
-
-    // One warm-up pass pages the weights in and sizes the scratch buffers.
-    state.reset();
-    model.forward(&mut state, &prompt, false)?;
-
-    let (mut pp, mut tg) = (Vec::new(), Vec::new());
-    for _ in 0..args.reps {
-        state.reset();
-        let t = Instant::now();
-        let logits = model.forward(&mut state, &prompt, false)?;
-        pp.push(args.n_prompt as f64 / t.elapsed().as_secs_f64());
-        let mut next = argmax(logits);
-        let t = Instant::now();
-        for _ in 0..args.n_gen {
-            next = argmax(model.forward(&mut state, &[next], false)?);
-        }
-        tg.push(args.n_gen as f64 / t.elapsed().as_secs_f64());
-    }
-    let speculative = match args.spec.speculative {
-        Some(k) => Some(bench_speculative(args, engine, draft_engine, &prompt, k)?),
-        None => None,
-    };
     let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
-    let c = &model.config;
-    // f16 keys and values for every layer and position of the context.
-    let kv_bytes = 2 * 2 * c.n_layer * state.n_ctx * c.kv_dim();
-    let report = Report {
-        model: args.model.model_path()?.display().to_string(),
-        arch: model.config.arch.name().to_string(),
+    let kv_bytes = traffic.kv_bytes_per_pos as usize * state.n_ctx;
+    let report = BenchReport {
+        machine,
+        model: ModelInfo {
+            path: path.display().to_string(),
+            name: model
+                .file
+                .get_str("general.name")
+                .ok()
+                .flatten()
+                .map(str::to_string),
+            arch: c.arch.name().to_string(),
+            synthetic: powerinfer::synth::is_synthetic(&model.file),
+            n_layer: c.n_layer,
+            d_model: c.d_model,
+            n_ff: c.n_ff,
+            ffn: c.ffn.name().to_string(),
+            file_mib: mib(model.file.bytes().len()),
+        },
         backend: model.backend.name(),
         threads: rayon::current_num_threads(),
         n_prompt: args.n_prompt,
         n_gen: args.n_gen,
-        prefill_tok_s: Stat::new(pp),
-        decode_tok_s: Stat::new(tg),
-        peak_rss_mib: peak_rss_mib(),
+        reps: args.reps,
+        bandwidth,
+        traffic,
+        prefill_tok_s: reports[0].prefill_tok_s.clone(),
+        decode_tok_s: reports[0].decode_tok_s.clone(),
+        modes: reports,
+        peak_rss_mib: peak_rss,
         model_file_mib: mib(model.file.bytes().len()),
         kv_cache_mib: mib(kv_bytes),
-        speculative,
+        n_ctx: state.n_ctx,
     };
-    let json = serde_json::to_string_pretty(&report)?;
+    let speculative = match args.spec.speculative {
+        Some(k) => {
+            let draft_engine = args.spec.load_draft(&args.model)?;
+            Some(super::bench_spec::bench_speculative(
+                args,
+                &engine,
+                draft_engine.as_ref(),
+                &prompt,
+                k,
+            )?)
+        }
+        None => None,
+    };
+    let mut value = serde_json::to_value(&report)?;
+    if let Some(s) = &speculative {
+        value["speculative"] = serde_json::to_value(s)?;
+    }
+    let json = serde_json::to_string_pretty(&value)?;
     if let Some(p) = &args.json_out {
         std::fs::write(p, &json).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &args.plot {
+        write_svg(&report, p).with_context(|| format!("writing {}", p.display()))?;
     }
     if args.json {
         println!("{json}");
     } else {
-        println!(
-            "| model | backend | test | tok/s (median) | min | max |\n|---|---|---|---:|---:|---:|"
-        );
-        let name = std::path::Path::new(&report.model)
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        for (test, s) in [
-            (format!("pp{}", report.n_prompt), &report.prefill_tok_s),
-            (format!("tg{}", report.n_gen), &report.decode_tok_s),
-        ] {
-            println!(
-                "| {name} | {} | {test} | {:.1} | {:.1} | {:.1} |",
-                report.backend, s.median, s.min, s.max
-            );
-        }
-        if let Some(s) = &report.speculative {
-            println!(
-                "speculative (draft {}, K ≤ {}): {:.1} tok/s vs plain {:.1} tok/s = {:.2}x | \
-                 draft alone {:.1} tok/s | acceptance {:.0}%, {:.2} tokens per verify, {} tokens",
-                s.draft_mode,
-                s.max_draft,
-                s.speculative_tok_s.median,
-                s.plain_tok_s.median,
-                s.speedup,
-                s.draft_tok_s.median,
-                100.0 * s.acceptance,
-                s.tokens_per_verify,
-                s.generated_tokens
-            );
-        }
-        if let Some(rss) = report.peak_rss_mib {
-            println!(
-                "peak RSS {rss:.0} MiB (model file {:.0} MiB + KV cache {:.0} MiB for {} positions)",
-                report.model_file_mib, report.kv_cache_mib, state.n_ctx
-            );
+        print_tables(&report);
+        if let Some(s) = &speculative {
+            println!("{}", s.line());
         }
     }
     Ok(())
 }
 
-fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
-            best = i;
+fn print_tables(r: &BenchReport) {
+    let name = std::path::Path::new(&r.model.path)
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if r.model.synthetic {
+        println!("SYNTHETIC model (random weights from `powerinfer synth`): speeds are real, text is not\n");
+    }
+    let ratio = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}×"));
+    println!(
+        "| model | backend | mode | test | tok/s (median) | min | max | vs dense |\n\
+         |---|---|---|---|---:|---:|---:|---:|"
+    );
+    for m in &r.modes {
+        for (test, s, vs) in [
+            (
+                format!("pp{}", r.n_prompt),
+                &m.prefill_tok_s,
+                m.prefill_vs_dense,
+            ),
+            (format!("tg{}", r.n_gen), &m.decode_tok_s, m.decode_vs_dense),
+        ] {
+            println!(
+                "| {name} | {} | {} | {test} | {:.1} | {:.1} | {:.1} | {} |",
+                r.backend,
+                m.mode,
+                s.median,
+                s.min,
+                s.max,
+                ratio(vs)
+            );
         }
     }
-    best as u32
-}
-
-/// Plain and speculative greedy decoding of the same prompt through the generator, and the
-/// draft's own step, repetitions interleaved so that load changes hit all three alike.
-fn bench_speculative<B: Backend>(
-    args: &BenchArgs,
-    engine: &Engine<B>,
-    draft_engine: Option<&Engine<B>>,
-    prompt: &[u32],
-    k: usize,
-) -> anyhow::Result<SpecReport> {
-    let n_ctx = args.model.ctx_size;
-    let (draft_model, draft_mode) = args.spec.draft_of(engine, draft_engine);
-    let opts = GenOptions {
-        max_tokens: args.n_gen,
-        stop: Vec::new(),
-    };
-    let (mut draft_s, mut plain_s, mut spec_s) = (Vec::new(), Vec::new(), Vec::new());
-    let mut last = None;
-    for _ in 0..args.reps {
-        let mut st = draft_model.new_state(n_ctx);
-        st.ffn_mode = draft_mode.clone();
-        let logits = draft_model.forward(&mut st, prompt, false)?;
-        let mut next = argmax(logits);
-        let t = Instant::now();
-        for _ in 0..args.n_gen {
-            next = argmax(draft_model.forward(&mut st, &[next], false)?);
-        }
-        draft_s.push(args.n_gen as f64 / t.elapsed().as_secs_f64());
-
-        let sampler = || Sampler::new(SamplerConfig::greedy());
-        let mut plain = Generator::new(&engine.model, &engine.tokenizer, sampler(), n_ctx);
-        let p = plain.generate(prompt, &opts, |_| true)?;
-        plain_s.push(p.decode_tps());
-
-        let d = args
-            .spec
-            .drafter(engine, draft_engine, n_ctx)?
-            .expect("--speculative given");
-        let mut spec =
-            Generator::new(&engine.model, &engine.tokenizer, sampler(), n_ctx).with_draft(d)?;
-        let s = spec.generate(prompt, &opts, |_| true)?;
-        anyhow::ensure!(
-            spec.tokens == plain.tokens,
-            "speculative greedy tokens differ from plain greedy tokens"
+    let bw = &r.bandwidth;
+    println!(
+        "\nDecode memory traffic (read bandwidth {:.1} GB/s: best of {} passes over {} MiB, {} threads)\n\
+         | mode | FFN MB/token | total MB/token | achieved GB/s | roofline % | roofline tok/s | neurons predicted | computed |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|",
+        bw.gb_s,
+        bw.passes_gb_s.runs.len(),
+        bw.buffer_mib,
+        bw.threads
+    );
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
+    for m in &r.modes {
+        println!(
+            "| {} | {:.1} | {:.1} | {:.2} | {:.0}% | {:.1} | {} | {} |",
+            m.mode,
+            m.ffn_bytes_per_token / 1e6,
+            m.bytes_per_token / 1e6,
+            m.achieved_gb_s,
+            m.roofline_pct,
+            m.roofline_tok_s,
+            pct(m.predicted_fraction),
+            pct(m.computed_fraction)
         );
-        spec_s.push(s.decode_tps());
-        last = Some(s);
     }
-    let last = last.expect("at least one repetition");
-    let stats = last.speculative.expect("a draft was set");
-    let (plain_tok_s, speculative_tok_s) = (Stat::new(plain_s), Stat::new(spec_s));
-    Ok(SpecReport {
-        max_draft: k,
-        draft_mode: draft_mode.name().to_string(),
-        draft_tok_s: Stat::new(draft_s),
-        speedup: speculative_tok_s.median / plain_tok_s.median.max(1e-9),
-        plain_tok_s,
-        speculative_tok_s,
-        generated_tokens: last.generated_tokens,
-        acceptance: stats.acceptance(),
-        tokens_per_verify: stats.tokens_per_verify(),
-    })
+    if let Some(rss) = r.peak_rss_mib {
+        println!(
+            "\npeak RSS {rss:.0} MiB (model file {:.0} MiB + KV cache {:.0} MiB for {} positions{})",
+            r.model_file_mib,
+            r.kv_cache_mib,
+            r.n_ctx,
+            if r.modes.iter().any(|m| m.mode != "dense") {
+                " + the sparse FFN's neuron-major down copies"
+            } else {
+                ""
+            }
+        );
+    }
 }

@@ -91,7 +91,7 @@ impl ModelArgs {
             use powerinfer::backend::cuda::{CudaBackend, CudaError};
             match CudaBackend::new(0) {
                 Ok(b) if b.runs_ffn_mode(&self.ffn_mode()) => {
-                    return self.load_on(&path, b, false).map(AnyEngine::Cuda)
+                    return Ok(AnyEngine::Cuda(self.load_on(&path, b, SidecarUse::No)?.0))
                 }
                 Ok(_) => {
                     anyhow::ensure!(!self.gpu, "sparse FFN on the GPU: not yet; drop --gpu");
@@ -112,8 +112,9 @@ impl ModelArgs {
             !self.gpu,
             "--gpu: this build has no GPU support (built without the `cuda` feature)"
         );
-        self.load_on(&path, CpuBackend::new(), false)
-            .map(AnyEngine::Cpu)
+        Ok(AnyEngine::Cpu(
+            self.load_on(&path, CpuBackend::new(), SidecarUse::No)?.0,
+        ))
     }
 
     /// Load on the CPU, for the subcommands that have no GPU path (`what` names the one
@@ -125,7 +126,7 @@ impl ModelArgs {
         );
         init_threads(self.threads)?;
         let path = self.model_path()?;
-        self.load_on(&path, CpuBackend::new(), false)
+        Ok(self.load_on(&path, CpuBackend::new(), SidecarUse::No)?.0)
     }
 
     /// Load on the CPU for speculative decoding, attaching the sidecar also when a sparse draft
@@ -138,28 +139,62 @@ impl ModelArgs {
         init_threads(self.threads)?;
         let path = self.model_path()?;
         let sparse_draft = spec.is_some_and(|s| s.self_draft_mode() == Some(DraftMode::Sparse));
-        self.load_on(&path, CpuBackend::new(), sparse_draft)
+        let want = if sparse_draft {
+            SidecarUse::Required
+        } else {
+            SidecarUse::No
+        };
+        Ok(self.load_on(&path, CpuBackend::new(), want)?.0)
     }
 
+    /// Load on the CPU for `bench`, attaching the sidecar as `want` says; returns the
+    /// sidecar's path when one was attached.
+    pub fn load_bench(
+        &self,
+        want: SidecarUse,
+    ) -> anyhow::Result<(Engine<CpuBackend>, Option<PathBuf>)> {
+        anyhow::ensure!(
+            !self.gpu,
+            "--gpu: `powerinfer bench` runs on the CPU only; drop --gpu"
+        );
+        init_threads(self.threads)?;
+        let path = self.model_path()?;
+        self.load_on(&path, CpuBackend::new(), want)
+    }
+
+    /// The sidecar path: --sidecar, or MODEL.powerinfer.gguf next to the model.
+    pub fn sidecar_path(&self, model: &std::path::Path) -> PathBuf {
+        self.sidecar
+            .clone()
+            .unwrap_or_else(|| powerinfer::sparse::sidecar::default_path(model))
+    }
+
+    /// Load `path` on `backend`; the sidecar is attached for --sparse/--oracle and as `want`
+    /// says.
     fn load_on<B: Backend>(
         &self,
         path: &std::path::Path,
         backend: B,
-        sparse_draft: bool,
-    ) -> anyhow::Result<Engine<B>> {
+        want: SidecarUse,
+    ) -> anyhow::Result<(Engine<B>, Option<PathBuf>)> {
         let t = std::time::Instant::now();
         let mut engine = Engine::load(path, backend, self.activation.as_deref())
             .with_context(|| format!("loading {}", path.display()))?;
-        if self.sparse || self.oracle || sparse_draft {
-            let sc_path = self
-                .sidecar
-                .clone()
-                .unwrap_or_else(|| powerinfer::sparse::sidecar::default_path(path));
+        let sc_path = self.sidecar_path(path);
+        let attach = match want {
+            SidecarUse::No => self.sparse || self.oracle,
+            SidecarUse::Required => true,
+            SidecarUse::IfPresent => self.sparse || self.oracle || sc_path.exists(),
+        };
+        let attached = if attach {
             let sc = powerinfer::sparse::Sidecar::read(&sc_path)?;
             sc.check_model(&sc_path, &engine.model.file)?;
             engine.model.attach_sidecar(&sc)?;
             tracing::info!("sparse FFN from {}", sc_path.display());
-        }
+            Some(sc_path)
+        } else {
+            None
+        };
         tracing::info!(
             "loaded {} ({}, {} layers, ffn {}) in {:.2}s on {}",
             path.display(),
@@ -169,8 +204,17 @@ impl ModelArgs {
             t.elapsed().as_secs_f64(),
             engine.model.backend.name()
         );
-        Ok(engine)
+        Ok((engine, attached))
     }
+}
+
+/// Whether to attach the profile sidecar beyond what --sparse/--oracle ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SidecarUse {
+    No,
+    Required,
+    /// When the file exists (bench compares the sparse modes whenever it can).
+    IfPresent,
 }
 
 impl ModelArgs {
@@ -269,6 +313,11 @@ pub struct SpecArgs {
 impl SpecArgs {
     /// The draft's mode when the draft is this model itself; `None` without speculation or
     /// with a separate draft model.
+    /// Does the draft (this model, sparse) need the sidecar attached?
+    pub fn wants_sidecar(&self) -> bool {
+        self.self_draft_mode() == Some(DraftMode::Sparse)
+    }
+
     fn self_draft_mode(&self) -> Option<DraftMode> {
         (self.speculative.is_some() && self.draft_model.is_none())
             .then(|| self.draft.unwrap_or(DraftMode::Sparse))

@@ -2,6 +2,7 @@
 //! arguments and a `run` function.
 
 mod bench;
+mod bench_spec;
 mod chat;
 mod common;
 mod inspect;

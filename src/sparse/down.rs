@@ -8,9 +8,17 @@
 //! sparse result equals the dense one up to f32 summation order.
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use crate::quant::{self, GgmlType, QMatrix};
+
+/// Rows per nibble block: byte `i` of a block holds row `i` (low nibble) and row `32 + i`
+/// (high nibble) of one neuron, so that unpacking is two contiguous runs of 32 outputs.
+const NIB_BLOCK: usize = 64;
+
+/// Below this many weights (active neurons × d_model) the accumulation stays on one thread.
+const PARALLEL_MIN_WEIGHTS: usize = 1 << 16;
 
 /// Neuron-major down matrix: `n_ff` neurons × `d_model` outputs.
 pub struct TransposedDown {
@@ -26,13 +34,109 @@ enum Repr {
     /// `w[j][r] = scale[j / group][r] * q[j][r] + offset[j / group][r]`.
     Levels {
         group: usize,
-        q: Vec<i8>,
-        scale: Vec<f32>,
+        q: Levels,
+        scale: Scales,
         /// Absent when every offset is zero (Q4_0, Q5_0, Q8_0, Q6_K).
-        offset: Option<Vec<f32>>,
+        offset: Option<Scales>,
     },
     /// Float weights, and the formats without a level decomposition (rounded to f16).
     Float(Vec<f16>),
+}
+
+/// The integer levels, one neuron after another.
+enum Levels {
+    /// One byte per weight.
+    I8(Vec<i8>),
+    /// Levels spanning at most 16 values (the 4-bit formats): `q = nibble + bias`, two per
+    /// byte in blocks of [`NIB_BLOCK`] rows. Half the bytes of `I8`.
+    Nibbles { bias: i8, q: Vec<u8> },
+}
+
+/// Per-group scales (or offsets), group-major: f16 when every value is exactly an f16 (the
+/// formats whose block scales are f16), which halves their bytes and changes no value.
+enum Scales {
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+}
+
+impl Scales {
+    fn new(v: Vec<f32>) -> Scales {
+        if v.iter().all(|&x| f16::from_f32(x).to_f32() == x) {
+            Scales::F16(v.iter().map(|&x| f16::from_f32(x)).collect())
+        } else {
+            Scales::F32(v)
+        }
+    }
+
+    fn elem_bytes(&self) -> usize {
+        match self {
+            Scales::F16(_) => 2,
+            Scales::F32(_) => 4,
+        }
+    }
+
+    fn n_bytes(&self) -> usize {
+        match self {
+            Scales::F16(v) => 2 * v.len(),
+            Scales::F32(v) => 4 * v.len(),
+        }
+    }
+
+    /// Elements `range` as f32: borrowed, or converted into `buf`.
+    fn slice<'a>(&'a self, range: std::ops::Range<usize>, buf: &'a mut [f32]) -> &'a [f32] {
+        match self {
+            Scales::F32(v) => &v[range],
+            Scales::F16(v) => {
+                let buf = &mut buf[..range.len()];
+                v[range].convert_to_f32_slice(buf);
+                buf
+            }
+        }
+    }
+}
+
+impl Levels {
+    fn new(q: Vec<i8>, d: usize) -> Levels {
+        let (lo, hi) = q
+            .iter()
+            .fold((i8::MAX, i8::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        if q.is_empty() || !d.is_multiple_of(NIB_BLOCK) || hi as i16 - lo as i16 > 15 {
+            return Levels::I8(q);
+        }
+        let mut packed = vec![0u8; q.len() / 2];
+        packed
+            .par_chunks_mut(NIB_BLOCK / 2)
+            .zip(q.par_chunks(NIB_BLOCK))
+            .for_each(|(p, q)| {
+                for i in 0..NIB_BLOCK / 2 {
+                    let l = (q[i] - lo) as u8;
+                    let h = (q[i + NIB_BLOCK / 2] - lo) as u8;
+                    p[i] = l | (h << 4);
+                }
+            });
+        Levels::Nibbles {
+            bias: lo,
+            q: packed,
+        }
+    }
+
+    fn n_bytes(&self) -> usize {
+        match self {
+            Levels::I8(q) => q.len(),
+            Levels::Nibbles { q, .. } => q.len(),
+        }
+    }
+
+    /// `y += a · q[j][r0..r0 + y.len()]` for neuron `j` of a `d`-row matrix.
+    fn axpy(&self, y: &mut [f32], a: f32, j: usize, d: usize, r0: usize) {
+        let start = j * d + r0;
+        match self {
+            Levels::I8(q) => axpy_i8(y, a, &q[start..start + y.len()]),
+            Levels::Nibbles { bias, q } => {
+                axpy_nib(y, a, &q[start / 2..(start + y.len()) / 2], *bias)
+            }
+        }
+    }
 }
 
 impl TransposedDown {
@@ -58,6 +162,7 @@ impl TransposedDown {
                         *v = rq[r * n + j];
                     }
                 });
+                drop(rq);
                 let transpose_groups = |src: &[f32]| {
                     let mut out = vec![0f32; ng * d];
                     out.par_chunks_mut(d).enumerate().for_each(|(g, col)| {
@@ -67,11 +172,14 @@ impl TransposedDown {
                     });
                     out
                 };
-                let scale = transpose_groups(&rs);
-                let offset = ro.iter().any(|&v| v != 0.0).then(|| transpose_groups(&ro));
+                let scale = Scales::new(transpose_groups(&rs));
+                let offset = ro
+                    .iter()
+                    .any(|&v| v != 0.0)
+                    .then(|| Scales::new(transpose_groups(&ro)));
                 Repr::Levels {
                     group,
-                    q,
+                    q: Levels::new(q, d),
                     scale,
                     offset,
                 }
@@ -104,19 +212,41 @@ impl TransposedDown {
         match &self.repr {
             Repr::Levels {
                 q, scale, offset, ..
-            } => q.len() + 4 * scale.len() + offset.as_ref().map_or(0, |o| 4 * o.len()),
+            } => q.n_bytes() + scale.n_bytes() + offset.as_ref().map_or(0, Scales::n_bytes),
             Repr::Float(w) => 2 * w.len(),
         }
     }
 
-    /// Bytes read for one active neuron (its levels plus its group's scales, amortised).
-    pub fn bytes_per_neuron(&self) -> usize {
-        self.n_bytes() / self.n_ff.max(1)
+    /// Bytes that reading the neurons `active` (ascending) touches: their levels, and the
+    /// scales and offsets of every group that holds one of them.
+    pub fn bytes_read(&self, active: &[u32]) -> usize {
+        let d = self.d_model;
+        match &self.repr {
+            Repr::Float(_) => 2 * d * active.len(),
+            Repr::Levels {
+                group,
+                q,
+                scale,
+                offset,
+            } => {
+                let mut groups = 0;
+                let mut last = usize::MAX;
+                for &j in active {
+                    let g = j as usize / group;
+                    groups += usize::from(g != last);
+                    last = g;
+                }
+                let per_group = scale.elem_bytes() + offset.as_ref().map_or(0, Scales::elem_bytes);
+                q.n_bytes() / self.n_ff.max(1) * active.len() + groups * d * per_group
+            }
+        }
     }
 
     /// `out = Σ_{j in active} a[j] · column j`, with `a` indexed by neuron (only the active
     /// entries are read). `active` must be ascending. `group_sums`, when given, replaces the
-    /// sum of `a` over each scale group in the offset term. `tmp` is scratch.
+    /// sum of `a` over each scale group in the offset term. `tmp` is scratch. Large products
+    /// are split over the thread pool by ranges of output rows; every output is computed in
+    /// the same operations either way.
     pub fn accumulate(
         &self,
         active: &[u32],
@@ -127,12 +257,41 @@ impl TransposedDown {
     ) {
         let d = self.d_model;
         assert_eq!(out.len(), d);
+        tmp.clear();
+        tmp.resize(3 * d, 0.0);
+        let threads = rayon::current_num_threads();
+        let parallel = threads > 1 && active.len() * d >= PARALLEL_MIN_WEIGHTS;
+        if !parallel {
+            self.accumulate_rows(active, a, group_sums, 0, out, tmp);
+            return;
+        }
+        let chunk = d.div_ceil(threads).next_multiple_of(NIB_BLOCK).min(d);
+        out.par_chunks_mut(chunk)
+            .zip(tmp.par_chunks_mut(3 * chunk))
+            .enumerate()
+            .for_each(|(c, (out, tmp))| {
+                self.accumulate_rows(active, a, group_sums, c * chunk, out, tmp)
+            });
+    }
+
+    /// [`TransposedDown::accumulate`] for output rows `r0..r0 + out.len()`; `tmp` holds at
+    /// least three times `out.len()`. `r0` is a multiple of the nibble block.
+    fn accumulate_rows(
+        &self,
+        active: &[u32],
+        a: &[f32],
+        group_sums: Option<&[f32]>,
+        r0: usize,
+        out: &mut [f32],
+        tmp: &mut [f32],
+    ) {
+        let (d, n) = (self.d_model, out.len());
         out.fill(0.0);
         match &self.repr {
             Repr::Float(w) => {
                 for &j in active {
                     let j = j as usize;
-                    axpy_f16(out, a[j], &w[j * d..(j + 1) * d]);
+                    axpy_f16(out, a[j], &w[j * d + r0..j * d + r0 + n]);
                 }
             }
             Repr::Levels {
@@ -141,17 +300,17 @@ impl TransposedDown {
                 scale,
                 offset,
             } => {
-                tmp.clear();
-                tmp.resize(d, 0.0);
+                let (acc, rest) = tmp.split_at_mut(n);
+                let (sbuf, obuf) = rest.split_at_mut(n);
                 let mut i = 0;
                 while i < active.len() {
                     // All active neurons of one scale group share the final scaling.
                     let g = active[i] as usize / group;
                     let mut sum_a = 0f32;
-                    tmp.fill(0.0);
+                    acc.fill(0.0);
                     while i < active.len() && active[i] as usize / group == g {
                         let j = active[i] as usize;
-                        axpy_i8(tmp, a[j], &q[j * d..(j + 1) * d]);
+                        q.axpy(acc, a[j], j, d, r0);
                         sum_a += a[j];
                         i += 1;
                     }
@@ -160,10 +319,14 @@ impl TransposedDown {
                         // scale), and the dense kernel multiplies the offsets by that.
                         sum_a = sums[g];
                     }
-                    let s = &scale[g * d..(g + 1) * d];
+                    let range = g * d + r0..g * d + r0 + n;
+                    let s = scale.slice(range.clone(), sbuf);
                     match offset {
-                        Some(o) => scale_offset_add(out, tmp, s, &o[g * d..(g + 1) * d], sum_a),
-                        None => scale_add(out, tmp, s),
+                        Some(o) => {
+                            let o = o.slice(range, obuf);
+                            scale_offset_add(out, acc, s, o, sum_a)
+                        }
+                        None => scale_add(out, acc, s),
                     }
                 }
             }
@@ -201,6 +364,21 @@ fn axpy_i8_body(y: &mut [f32], a: f32, q: &[i8]) {
 }
 
 #[inline(always)]
+fn axpy_nib_body(y: &mut [f32], a: f32, q: &[u8], bias: i8) {
+    const H: usize = NIB_BLOCK / 2;
+    for (y, q) in y.chunks_exact_mut(NIB_BLOCK).zip(q.chunks_exact(H)) {
+        let (lo, hi) = y.split_at_mut(H);
+        for i in 0..H {
+            // The level as an integer first: the same f32 value, and operation, as axpy_i8.
+            let l = ((q[i] & 15) as i8 + bias) as f32;
+            let h = ((q[i] >> 4) as i8 + bias) as f32;
+            lo[i] = l.mul_add(a, lo[i]);
+            hi[i] = h.mul_add(a, hi[i]);
+        }
+    }
+}
+
+#[inline(always)]
 fn axpy_f16_body(y: &mut [f32], a: f32, w: &[f16]) {
     for (y, w) in y.iter_mut().zip(w) {
         *y = w.to_f32().mul_add(a, *y);
@@ -222,6 +400,7 @@ fn scale_offset_add_body(out: &mut [f32], t: &[f32], s: &[f32], off: &[f32], sum
 }
 
 dispatch!(axpy_i8, axpy_i8_body, (y: &mut [f32], a: f32, q: &[i8]));
+dispatch!(axpy_nib, axpy_nib_body, (y: &mut [f32], a: f32, q: &[u8], bias: i8));
 dispatch!(axpy_f16, axpy_f16_body, (y: &mut [f32], a: f32, w: &[f16]));
 dispatch!(scale_add, scale_add_body, (out: &mut [f32], t: &[f32], s: &[f32]));
 dispatch!(
@@ -247,16 +426,85 @@ mod tests {
     }
 
     /// Sparse accumulation equals the dense product of the dequantised matrix with the
-    /// activation vector zeroed outside the active set, for level and float layouts.
+    /// activation vector zeroed outside the active set, for level (i8 and nibble, f16 and f32
+    /// scales) and float layouts, on one thread and split over row ranges.
     #[test]
     fn accumulate_matches_dense_reference() {
-        let (d, n) = (96, 256);
-        let w = rand(d * n, 7);
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q8_0,
-            GgmlType::F16,
+        // (d, n, keep every k-th neuron): 96 rows cannot hold nibble blocks; 256 × 1024 with
+        // half the neurons is large enough to be split over the pool.
+        for (d, n, k) in [(96, 256, 3), (128, 256, 5), (256, 1024, 2)] {
+            let w = rand(d * n, 7 + d as u64);
+            for ty in [
+                GgmlType::Q4_0,
+                GgmlType::Q4_1,
+                GgmlType::Q5_0,
+                GgmlType::Q8_0,
+                GgmlType::F16,
+            ] {
+                let rb = n / ty.block_len() * ty.block_bytes();
+                let mut data = vec![0u8; d * rb];
+                for r in 0..d {
+                    quant::quantize_row(
+                        ty,
+                        &w[r * n..(r + 1) * n],
+                        &mut data[r * rb..(r + 1) * rb],
+                    )
+                    .unwrap();
+                }
+                let m = QMatrix::new(ty, d, n, &data).unwrap();
+                let t = TransposedDown::new(&m);
+                let nibbles = matches!(
+                    &t.repr,
+                    Repr::Levels {
+                        q: Levels::Nibbles { .. },
+                        ..
+                    }
+                );
+                let four_bit = matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1);
+                assert_eq!(nibbles, four_bit && d % NIB_BLOCK == 0, "{ty} d {d}");
+                let a = rand(n, 11);
+                let active: Vec<u32> = (0..n as u32).filter(|j| j % k == 0 || j % 7 == 1).collect();
+                let mut dense_w = vec![0f32; n];
+                let mut want = vec![0f64; d];
+                for (r, want) in want.iter_mut().enumerate() {
+                    quant::dequantize_row(ty, m.row(r), &mut dense_w).unwrap();
+                    *want = active
+                        .iter()
+                        .map(|&j| dense_w[j as usize] as f64 * a[j as usize] as f64)
+                        .sum();
+                }
+                let mut out = vec![0f32; d];
+                t.accumulate(&active, &a, None, &mut out, &mut Vec::new());
+                for r in 0..d {
+                    assert!(
+                        (out[r] as f64 - want[r]).abs() < 1e-4 * (1.0 + want[r].abs()),
+                        "{ty} {d}x{n} row {r}: {} vs {}",
+                        out[r],
+                        want[r]
+                    );
+                }
+                // One thread gives the very same bits.
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .build()
+                    .unwrap();
+                let mut serial = vec![0f32; d];
+                pool.install(|| t.accumulate(&active, &a, None, &mut serial, &mut Vec::new()));
+                assert_eq!(out, serial, "{ty} {d}x{n}");
+            }
+        }
+    }
+
+    /// Bytes read, against counting by hand: level bytes per active neuron plus d scales (and
+    /// offsets) per touched group, at the width the scales are stored in.
+    #[test]
+    fn bytes_read_counts_touched_groups() {
+        let (d, n) = (128, 256);
+        let w = rand(d * n, 5);
+        for (ty, level_bytes, group_bytes) in [
+            (GgmlType::Q4_0, d / 2, 2),
+            (GgmlType::Q4_1, d / 2, 2 + 2),
+            (GgmlType::Q8_0, d, 2),
         ] {
             let rb = n / ty.block_len() * ty.block_bytes();
             let mut data = vec![0u8; d * rb];
@@ -264,29 +512,14 @@ mod tests {
                 quant::quantize_row(ty, &w[r * n..(r + 1) * n], &mut data[r * rb..(r + 1) * rb])
                     .unwrap();
             }
-            let m = QMatrix::new(ty, d, n, &data).unwrap();
-            let t = TransposedDown::new(&m);
-            let a = rand(n, 11);
-            let active: Vec<u32> = (0..n as u32).filter(|j| j % 3 == 0 || j % 7 == 1).collect();
-            let mut dense_w = vec![0f32; n];
-            let mut want = vec![0f64; d];
-            for (r, want) in want.iter_mut().enumerate() {
-                quant::dequantize_row(ty, m.row(r), &mut dense_w).unwrap();
-                *want = active
-                    .iter()
-                    .map(|&j| dense_w[j as usize] as f64 * a[j as usize] as f64)
-                    .sum();
-            }
-            let mut out = vec![0f32; d];
-            t.accumulate(&active, &a, None, &mut out, &mut Vec::new());
-            for r in 0..d {
-                assert!(
-                    (out[r] as f64 - want[r]).abs() < 1e-4 * (1.0 + want[r].abs()),
-                    "{ty} row {r}: {} vs {}",
-                    out[r],
-                    want[r]
-                );
-            }
+            let t = TransposedDown::new(&QMatrix::new(ty, d, n, &data).unwrap());
+            // Neurons 0, 1, 31 (group 0), 64 (group 2), 255 (group 7): three groups.
+            let active = [0u32, 1, 31, 64, 255];
+            assert_eq!(
+                t.bytes_read(&active),
+                5 * level_bytes + 3 * d * group_bytes,
+                "{ty}"
+            );
         }
     }
 }

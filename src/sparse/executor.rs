@@ -152,8 +152,16 @@ impl SparseLayer {
         if let Some(gate) = &w.gate {
             gather(gate, &s.cand, x, &mut s.qx, f32_act, &mut s.g);
             s.counters.bytes += row_bytes(gate) * s.cand.len() as u64;
-            if th.rule == SparsityRule::Gate {
-                let (mut k, t) = (0, th.t);
+            // A ReLU gate at or below zero makes the activation exactly zero whatever up is:
+            // such neurons need no up row (in oracle mode that is ~90% of up's bytes).
+            let relu_gate = matches!(kind, FfnKind::ReGlu | FfnKind::DReLU);
+            if th.rule == SparsityRule::Gate || relu_gate {
+                let t = if th.rule == SparsityRule::Gate {
+                    th.t
+                } else {
+                    0.0
+                };
+                let mut k = 0;
                 for i in 0..s.cand.len() {
                     if gate_act(kind, s.g[i]).abs() > t {
                         s.cand[k] = s.cand[i];
@@ -185,7 +193,8 @@ impl SparseLayer {
         }
         s.counters.computed += s.keep.len() as u64;
         // 4. Round the activations as the dense kernel would for this down type, so that the
-        //    sparse sum equals the dense one up to summation order.
+        //    sparse sum equals the dense one up to summation order. Only the quantisation blocks
+        //    that hold a kept neuron matter: the others are all zero.
         s.act.clear();
         s.act.resize(n_ff, 0.0);
         for (&j, &a) in s.keep.iter().zip(&s.vals) {
@@ -196,25 +205,41 @@ impl SparseLayer {
         let a: &[f32] = if f32_act || act_ty == quant::GgmlType::F32 {
             &s.act
         } else {
-            let nb = n_ff / act_ty.block_len();
-            s.qbuf.resize(nb * act_ty.block_bytes(), 0);
+            let (bl, bb) = (act_ty.block_len(), act_ty.block_bytes());
+            let nb = n_ff / bl;
+            s.qbuf.resize(bb, 0);
             s.rounded.resize(n_ff, 0.0);
-            quant::quantize_row(act_ty, &s.act, &mut s.qbuf).expect("activation type");
-            quant::dequantize_row(act_ty, &s.qbuf, &mut s.rounded).expect("activation type");
-            if act_ty == quant::GgmlType::Q8_1 {
-                // The block sums the dense Q4_1/Q5_1 kernels use for the offset term.
+            let q1 = act_ty == quant::GgmlType::Q8_1;
+            if q1 {
+                // The block sums the dense Q4_1/Q5_1 kernels use for the offset term; zero for
+                // the blocks without a kept neuron (which the accumulation never reads).
                 s.sums.clear();
-                s.sums.extend(
-                    s.qbuf
-                        .chunks_exact(act_ty.block_bytes())
-                        .map(|b| half::f16::from_bits(u16::from_le_bytes([b[2], b[3]])).to_f32()),
-                );
+                s.sums.resize(nb, 0.0);
+            }
+            let mut last = usize::MAX;
+            for &j in &s.keep {
+                let b = j as usize / bl;
+                if b == last {
+                    continue;
+                }
+                last = b;
+                let blk = b * bl..(b + 1) * bl;
+                quant::quantize_row(act_ty, &s.act[blk.clone()], &mut s.qbuf)
+                    .expect("activation type");
+                quant::dequantize_row(act_ty, &s.qbuf, &mut s.rounded[blk])
+                    .expect("activation type");
+                if q1 {
+                    s.sums[b] =
+                        half::f16::from_bits(u16::from_le_bytes([s.qbuf[2], s.qbuf[3]])).to_f32();
+                }
+            }
+            if q1 {
                 sums = Some(&s.sums[..]);
             }
             &s.rounded
         };
         // 5. Down columns of the kept neurons.
         self.down.accumulate(&s.keep, a, sums, out, &mut s.tmp);
-        s.counters.bytes += (self.down.bytes_per_neuron() * s.keep.len()) as u64;
+        s.counters.bytes += self.down.bytes_read(&s.keep) as u64;
     }
 }

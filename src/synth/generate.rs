@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::frequency::power_law;
 use super::projection::{norm, SparseProjection, BIAS_CHANNELS};
 use super::rng::{stream_seed, Rng};
-use super::{vocab, SynthError, SynthSpec};
+use super::{vocab, SynthError, SynthSpec, SYNTH_KEY_PREFIX};
 use crate::gguf::{GgufWriter, TensorDataWriter, Value, ValueType};
 use crate::model::{FfnKind, FFN_ACTIVATION_KEY};
 use crate::quant::{quantize_row, GgmlType};
@@ -195,9 +195,10 @@ fn metadata(w: &mut GgufWriter, s: &SynthSpec) -> Result<(), SynthError> {
     w.add(k("attention.head_count_kv"), u32v(s.kv_heads))?;
     w.add(k("attention.layer_norm_rms_epsilon"), Value::F32(1e-5))?;
     w.add_str(k(FFN_ACTIVATION_KEY), s.activation.name())?;
-    w.add("powerinfer.synth.sparsity", Value::F32(s.sparsity as f32))?;
-    w.add("powerinfer.synth.skew", Value::F32(s.skew as f32))?;
-    w.add("powerinfer.synth.seed", Value::U64(s.seed))?;
+    let sk = |key: &str| format!("{SYNTH_KEY_PREFIX}{key}");
+    w.add(sk("sparsity"), Value::F32(s.sparsity as f32))?;
+    w.add(sk("skew"), Value::F32(s.skew as f32))?;
+    w.add(sk("seed"), Value::U64(s.seed))?;
 
     let v = vocab::build(s.vocab);
     w.add_str("tokenizer.ggml.model", "llama")?;

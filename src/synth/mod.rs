@@ -8,6 +8,7 @@
 mod corpus;
 mod frequency;
 mod generate;
+mod marker;
 mod projection;
 mod rng;
 mod spec;
@@ -16,6 +17,7 @@ mod vocab;
 pub use corpus::SAMPLE_TEXT;
 pub use frequency::{normal_quantile, power_law, top_share};
 pub use generate::{write_model, Progress, SynthSummary};
+pub use marker::{is_synthetic, SYNTH_KEY_PREFIX};
 pub use projection::{BIAS_CHANNELS, LOW_RANK, NOISE_SHARE};
 pub use spec::SynthSpec;
 
