@@ -2,46 +2,12 @@
 //! JSON report has every mode with positive speeds, the sparse modes read fewer bytes per
 //! token than dense, and the chart is an SVG that says the model is synthetic. No timings are
 //! asserted (the machine is shared).
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_powerinfer"))
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("powerinfer-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
-}
-
-fn corpus() -> Option<PathBuf> {
-    let p = powerinfer::corpus::default_calibration();
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var_os("POWERINFER_REQUIRE_MODELS").is_some() {
-        panic!("calibration corpus {} missing", p.display());
-    }
-    eprintln!(
-        "SKIPPED: no corpus at {} (run scripts/fetch-corpus.sh)",
-        p.display()
-    );
-    None
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use std::path::Path;
 
 fn synth_and_profile(model: &Path, corpus: &Path) {
-    run_ok(bin().args([
+    common::run_ok(common::powerinfer_cmd().args([
         "synth",
         "-o",
         model.to_str().unwrap(),
@@ -66,7 +32,7 @@ fn synth_and_profile(model: &Path, corpus: &Path) {
         "--sparsity",
         "0.9",
     ]));
-    run_ok(bin().args([
+    common::run_ok(common::powerinfer_cmd().args([
         "profile",
         "-m",
         model.to_str().unwrap(),
@@ -91,13 +57,13 @@ fn positive(v: &serde_json::Value, what: &str) -> f64 {
 
 #[test]
 fn bench_compares_modes_with_bytes_and_chart() {
-    let Some(corpus) = corpus() else {
+    let Some(corpus) = common::calibration_corpus() else {
         return;
     };
-    let model = tmp("syn.gguf");
+    let model = common::scratch("bench", "syn.gguf");
     synth_and_profile(&model, &corpus);
-    let svg = tmp("bench.svg");
-    let json = run_ok(bin().args([
+    let svg = common::scratch("bench", "bench.svg");
+    let json = common::run_ok(common::powerinfer_cmd().args([
         "bench",
         "-m",
         model.to_str().unwrap(),
@@ -202,7 +168,7 @@ fn bench_compares_modes_with_bytes_and_chart() {
 
 #[test]
 fn bench_rejects_an_unknown_mode() {
-    let out = bin()
+    let out = common::powerinfer_cmd()
         .args([
             "bench",
             "-m",

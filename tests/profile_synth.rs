@@ -3,51 +3,14 @@
 //! statistics and agreement with dense matter, never the text.
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use powerinfer::backend::CpuBackend;
 use powerinfer::model::Model;
 use powerinfer::sparse::{FfnMode, Sidecar};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_powerinfer"))
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("powerinfer-profile-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
-}
-
-/// The calibration corpus installed by scripts/fetch-corpus.sh (scripts/test.sh runs it).
-fn corpus() -> Option<PathBuf> {
-    let p = powerinfer::corpus::default_calibration();
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var_os("POWERINFER_REQUIRE_MODELS").is_some() {
-        panic!("calibration corpus {} missing", p.display());
-    }
-    eprintln!(
-        "SKIPPED: no corpus at {} (run scripts/fetch-corpus.sh)",
-        p.display()
-    );
-    None
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn synth(path: &Path, sparsity: f64) {
-    run_ok(bin().args([
+    common::run_ok(common::powerinfer_cmd().args([
         "synth",
         "-o",
         path.to_str().unwrap(),
@@ -76,13 +39,13 @@ fn synth(path: &Path, sparsity: f64) {
 
 #[test]
 fn profile_synthetic_relu_model() {
-    let Some(corpus) = corpus() else {
+    let Some(corpus) = common::calibration_corpus() else {
         return;
     };
-    let model_path = tmp("syn90.gguf");
-    let sc_path = tmp("syn90.powerinfer.gguf");
+    let model_path = common::scratch("profile", "syn90.gguf");
+    let sc_path = common::scratch("profile", "syn90.powerinfer.gguf");
     synth(&model_path, 0.9);
-    let json = run_ok(bin().args([
+    let json = common::run_ok(common::powerinfer_cmd().args([
         "profile",
         "-m",
         model_path.to_str().unwrap(),
@@ -120,8 +83,8 @@ fn profile_synthetic_relu_model() {
     // layers in order, hot sets growing with the budget.
     let mut prev: Option<Vec<Vec<u64>>> = None;
     for gib in ["0.003", "0.004", "0.006"] {
-        let out = tmp(&format!("placed-{gib}.gguf"));
-        let j = run_ok(bin().args([
+        let out = common::scratch("profile", &format!("placed-{gib}.gguf"));
+        let j = common::run_ok(common::powerinfer_cmd().args([
             "place",
             "-m",
             model_path.to_str().unwrap(),
@@ -212,10 +175,10 @@ fn profile_synthetic_relu_model() {
 
 #[test]
 fn profile_errors_are_clear() {
-    let model_path = tmp("syn50.gguf");
+    let model_path = common::scratch("profile", "syn50.gguf");
     synth(&model_path, 0.5);
     // ReLU models take no target sparsity.
-    let out = bin()
+    let out = common::powerinfer_cmd()
         .args([
             "profile",
             "-m",
@@ -228,7 +191,7 @@ fn profile_errors_are_clear() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("sparse by itself"));
     // --sparse without a sidecar names the missing file and the fix.
-    let out = bin()
+    let out = common::powerinfer_cmd()
         .args([
             "run",
             "-m",

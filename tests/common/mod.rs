@@ -118,3 +118,43 @@ pub fn synthetic_model_with_sidecar(name: &str) -> PathBuf {
     sc.write(&sidecar::default_path(&path)).unwrap();
     path
 }
+
+/// The `powerinfer` binary built for these tests.
+pub fn powerinfer_cmd() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_powerinfer"))
+}
+
+/// A path in a per-process scratch directory named after `prefix`.
+pub fn scratch(prefix: &str, name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("powerinfer-{prefix}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+/// The calibration corpus installed by scripts/fetch-corpus.sh (scripts/test.sh runs it):
+/// `None` with a SKIPPED line when absent, a failure under POWERINFER_REQUIRE_MODELS=1.
+pub fn calibration_corpus() -> Option<PathBuf> {
+    let p = powerinfer::corpus::default_calibration();
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var_os("POWERINFER_REQUIRE_MODELS").is_some() {
+        panic!("calibration corpus {} missing", p.display());
+    }
+    eprintln!(
+        "SKIPPED: no corpus at {} (run scripts/fetch-corpus.sh)",
+        p.display()
+    );
+    None
+}
+
+/// Run a command that must succeed; its stdout.
+pub fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
