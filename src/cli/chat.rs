@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use powerinfer::backend::Backend;
-use powerinfer::generate::{ChatMessage, Engine, FinishReason, GenOptions, Generator, Sampler};
+use powerinfer::generate::{ChatMessage, Engine, FinishReason, GenOptions};
 
-use super::common::{with_engine, ModelArgs, SamplingArgs, SpecArgs};
+use super::common::{generator, with_engine, ModelArgs, SamplingArgs, SpecArgs};
 use powerinfer::backend::CpuBackend;
 
 #[derive(clap::Args, Debug)]
@@ -43,19 +43,13 @@ fn chat<B: Backend>(
     engine: &Engine<B>,
     draft_engine: Option<&Engine<B>>,
 ) -> anyhow::Result<()> {
-    let mut gen = Generator::new(
-        &engine.model,
-        &engine.tokenizer,
-        Sampler::new(args.sampling.config()),
-        args.model.ctx_size,
-    );
-    gen.state.ffn_mode = args.model.ffn_mode();
-    if let Some(d) = args
-        .spec
-        .drafter(engine, draft_engine, args.model.ctx_size)?
-    {
-        gen = gen.with_draft(d)?;
-    }
+    let mut gen = generator(
+        &args.model,
+        &args.sampling,
+        &args.spec,
+        engine,
+        draft_engine,
+    )?;
     let initial: Vec<ChatMessage> = args
         .system
         .iter()

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use powerinfer::backend::{Backend, CpuBackend};
 use powerinfer::generate::speculative::Drafter;
-use powerinfer::generate::{Engine, SamplerConfig};
+use powerinfer::generate::{Engine, Generator, Sampler, SamplerConfig};
 use powerinfer::model::Model;
 use powerinfer::sparse::FfnMode;
 
@@ -226,6 +226,28 @@ impl ModelArgs {
             _ => FfnMode::Dense,
         }
     }
+}
+
+/// A generator for `engine` as the flags ask: sampler, FFN mode, and the speculative draft
+/// (this model's sparse FFN, or `draft_engine`) when --speculative is given.
+pub fn generator<'m, B: Backend>(
+    model: &ModelArgs,
+    sampling: &SamplingArgs,
+    spec: &SpecArgs,
+    engine: &'m Engine<B>,
+    draft_engine: Option<&'m Engine<B>>,
+) -> anyhow::Result<Generator<'m, B>> {
+    let mut gen = Generator::new(
+        &engine.model,
+        &engine.tokenizer,
+        Sampler::new(sampling.config()),
+        model.ctx_size,
+    );
+    gen.state.ffn_mode = model.ffn_mode();
+    if let Some(d) = spec.drafter(engine, draft_engine, model.ctx_size)? {
+        gen = gen.with_draft(d)?;
+    }
+    Ok(gen)
 }
 
 pub fn init_threads(threads: Option<usize>) -> anyhow::Result<()> {

@@ -3,9 +3,9 @@
 use std::io::Write;
 
 use powerinfer::backend::Backend;
-use powerinfer::generate::{Engine, GenOptions, Generator, Sampler};
+use powerinfer::generate::{Engine, GenOptions};
 
-use super::common::{with_engine, ModelArgs, SamplingArgs, SpecArgs};
+use super::common::{generator, with_engine, ModelArgs, SamplingArgs, SpecArgs};
 use powerinfer::backend::CpuBackend;
 
 #[derive(clap::Args, Debug)]
@@ -58,19 +58,13 @@ fn complete<B: Backend>(
         args.prompt.clone()
     };
     let prompt = engine.tokenizer.encode(&text, !args.no_bos, true);
-    let mut gen = Generator::new(
-        &engine.model,
-        &engine.tokenizer,
-        Sampler::new(args.sampling.config()),
-        args.model.ctx_size,
-    );
-    gen.state.ffn_mode = args.model.ffn_mode();
-    if let Some(d) = args
-        .spec
-        .drafter(engine, draft_engine, args.model.ctx_size)?
-    {
-        gen = gen.with_draft(d)?;
-    }
+    let mut gen = generator(
+        &args.model,
+        &args.sampling,
+        &args.spec,
+        engine,
+        draft_engine,
+    )?;
     let opts = GenOptions {
         max_tokens: args.n_predict,
         stop: args.stop.clone(),
