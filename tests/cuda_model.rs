@@ -10,7 +10,7 @@ use powerinfer::backend::cuda::CudaBackend;
 use powerinfer::backend::{Backend, CpuBackend};
 use powerinfer::model::{FfnKind, FfnObserver, FfnTaps, Model, ModelError};
 use powerinfer::quant::GgmlType;
-use powerinfer::sparse::{sidecar, FfnMode, LayerThreshold, Sidecar, SidecarLayer, SparsityRule};
+use powerinfer::sparse::{FfnMode, LayerThreshold, SidecarLayer, SparsityRule};
 
 fn gpu() -> Option<CudaBackend> {
     match CudaBackend::new(0) {
@@ -244,13 +244,11 @@ fn gpu_keeps_host_weights_and_refuses_sparse_modes_cleanly() {
         rule: SparsityRule::Relu,
         t: 0.0,
     };
-    let sc = Sidecar {
-        model_fingerprint: sidecar::model_fingerprint(&gm.file),
-        model_sha256: String::new(),
-        model_name: "test".into(),
-        d_model: c.d_model,
-        n_ff: c.n_ff,
-        layers: (0..c.n_layer)
+    let sc = common::test_sidecar(
+        &gm.file,
+        c.d_model,
+        c.n_ff,
+        (0..c.n_layer)
             .map(|_| SidecarLayer {
                 threshold: th,
                 freq: vec![0.5; c.n_ff],
@@ -258,10 +256,7 @@ fn gpu_keeps_host_weights_and_refuses_sparse_modes_cleanly() {
                 hot: vec![],
             })
             .collect(),
-        vram_budget: 0,
-        config_json: "{}".into(),
-        summary_json: "{}".into(),
-    };
+    );
     gm.attach_sidecar(&sc).unwrap();
     assert!(gpu.runs_ffn_mode(&FfnMode::Dense));
     for mode in [FfnMode::Oracle, FfnMode::Predicted] {

@@ -6,7 +6,7 @@ mod common;
 use powerinfer::backend::CpuBackend;
 use powerinfer::gguf::GgufFile;
 use powerinfer::model::Model;
-use powerinfer::sparse::sidecar::{self, PredictorWeights};
+use powerinfer::sparse::sidecar::PredictorWeights;
 use powerinfer::sparse::{FfnMode, LayerThreshold, Sidecar, SidecarLayer, SparsityRule};
 
 fn sidecar_for(model: &Model<CpuBackend>, th: LayerThreshold, predict_all: bool) -> Sidecar {
@@ -29,17 +29,7 @@ fn sidecar_for(model: &Model<CpuBackend>, th: LayerThreshold, predict_all: bool)
             hot: vec![],
         })
         .collect();
-    Sidecar {
-        model_fingerprint: sidecar::model_fingerprint(&model.file),
-        model_sha256: String::new(),
-        model_name: "test".into(),
-        d_model: c.d_model,
-        n_ff: c.n_ff,
-        layers,
-        vram_budget: 0,
-        config_json: "{}".into(),
-        summary_json: "{}".into(),
-    }
+    common::test_sidecar(&model.file, c.d_model, c.n_ff, layers)
 }
 
 /// Logits of `tokens` decoded one at a time in `mode` (the sparse path runs per row).

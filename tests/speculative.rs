@@ -98,17 +98,7 @@ fn random_sidecar(model: &powerinfer::model::Model<CpuBackend>, keep_bias: f32) 
             hot: vec![],
         })
         .collect();
-    Sidecar {
-        model_fingerprint: sidecar::model_fingerprint(&model.file),
-        model_sha256: String::new(),
-        model_name: "test".into(),
-        d_model: c.d_model,
-        n_ff: c.n_ff,
-        layers,
-        vram_budget: 0,
-        config_json: "{}".into(),
-        summary_json: "{}".into(),
-    }
+    common::test_sidecar(&model.file, c.d_model, c.n_ff, layers)
 }
 
 fn check_greedy_identity(engine: &Engine<CpuBackend>, prompt: &[u32], label: &str) {

@@ -54,7 +54,7 @@ pub fn synthetic_model_with_sidecar(name: &str) -> PathBuf {
     use half::f16;
     use powerinfer::gguf::GgufFile;
     use powerinfer::sparse::sidecar::{self, PredictorWeights};
-    use powerinfer::sparse::{LayerThreshold, Sidecar, SidecarLayer, SparsityRule};
+    use powerinfer::sparse::{LayerThreshold, SidecarLayer, SparsityRule};
     use powerinfer::synth::{write_model, SynthSpec};
 
     let dir = std::env::temp_dir().join(format!("powerinfer-{name}-{}", std::process::id()));
@@ -104,17 +104,7 @@ pub fn synthetic_model_with_sidecar(name: &str) -> PathBuf {
             hot: vec![],
         })
         .collect();
-    let sc = Sidecar {
-        model_fingerprint: sidecar::model_fingerprint(&GgufFile::open(&path).unwrap()),
-        model_sha256: String::new(),
-        model_name: name.into(),
-        d_model: d,
-        n_ff: ff,
-        layers,
-        vram_budget: 0,
-        config_json: "{}".into(),
-        summary_json: "{}".into(),
-    };
+    let sc = test_sidecar(&GgufFile::open(&path).unwrap(), d, ff, layers);
     sc.write(&sidecar::default_path(&path)).unwrap();
     path
 }
@@ -157,4 +147,24 @@ pub fn run_ok(cmd: &mut std::process::Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// A sidecar for the model in `file` with the given layers, and no placement or run record.
+pub fn test_sidecar(
+    file: &powerinfer::gguf::GgufFile,
+    d_model: usize,
+    n_ff: usize,
+    layers: Vec<powerinfer::sparse::SidecarLayer>,
+) -> powerinfer::sparse::Sidecar {
+    powerinfer::sparse::Sidecar {
+        model_fingerprint: powerinfer::sparse::sidecar::model_fingerprint(file),
+        model_sha256: String::new(),
+        model_name: "test".into(),
+        d_model,
+        n_ff,
+        layers,
+        vram_budget: 0,
+        config_json: "{}".into(),
+        summary_json: "{}".into(),
+    }
 }
