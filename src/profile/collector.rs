@@ -4,9 +4,8 @@
 use powerinfer_predictors::Dataset;
 use powerinfer_profiler::{ActivationStats, ThresholdCalibrator};
 
-use crate::backend::cpu::ops::{gelu, relu, silu};
 use crate::model::{FfnKind, FfnObserver, FfnTaps};
-use crate::sparse::SparsityRule;
+use crate::sparse::{gate_act, SparsityRule};
 
 /// The values the rule compares with its threshold (`|v| > t` means active): the activation
 /// itself for ReLU models and the product rule, `act(gate)` for the gate (CATS) rule.
@@ -14,11 +13,8 @@ pub fn rule_values(kind: FfnKind, rule: SparsityRule, taps: &FfnTaps<'_>, out: &
     out.clear();
     match rule {
         SparsityRule::Relu | SparsityRule::Product => out.extend_from_slice(taps.act),
-        SparsityRule::Gate => out.extend(taps.gate.iter().map(|&g| match kind {
-            FfnKind::SwiGlu => silu(g),
-            FfnKind::GeGlu => gelu(g),
-            _ => relu(g),
-        })),
+        // The same non-linearity the engine's gate rule tests (sparse::mask_activation).
+        SparsityRule::Gate => out.extend(taps.gate.iter().map(|&g| gate_act(kind, g))),
     }
 }
 

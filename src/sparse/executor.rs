@@ -56,7 +56,7 @@ pub struct SparseScratch {
 
 /// The gate non-linearity of a gated FFN kind (identity-free: callers handle `Relu`).
 #[inline]
-fn gate_act(kind: FfnKind, g: f32) -> f32 {
+pub(crate) fn gate_act(kind: FfnKind, g: f32) -> f32 {
     match kind {
         FfnKind::SwiGlu => silu(g),
         FfnKind::GeGlu => gelu(g),

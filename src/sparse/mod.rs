@@ -7,6 +7,7 @@ mod mode;
 mod rule;
 pub mod sidecar;
 
+pub(crate) use executor::gate_act;
 pub use executor::{mask_activation, FfnWeights, SparseCounters, SparseLayer, SparseScratch};
 pub use mode::FfnMode;
 pub use rule::{LayerThreshold, SparsityRule};
