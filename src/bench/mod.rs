@@ -15,6 +15,6 @@ pub use chart::{chart_title, write_svg};
 pub use error::BenchError;
 pub use machine::Machine;
 pub use report::{BenchReport, ModeReport, ModelInfo};
-pub use runner::{random_prompt, run_interleaved, ModeRuns};
+pub use runner::{argmax, random_prompt, run_interleaved, ModeRuns};
 pub use summary::Summary;
 pub use traffic::DecodeTraffic;

@@ -114,7 +114,8 @@ fn add(acc: &mut SparseCounters, c: &SparseCounters) {
     acc.bytes += c.bytes;
 }
 
-fn argmax(x: &[f32]) -> u32 {
+/// Index of the largest logit (the first on ties): greedy decoding in the benches.
+pub fn argmax(x: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &v) in x.iter().enumerate() {
         if v > x[best] {

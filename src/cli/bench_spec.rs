@@ -4,38 +4,11 @@
 use std::time::Instant;
 
 use powerinfer::backend::CpuBackend;
+use powerinfer::bench::{argmax, Summary};
 use powerinfer::generate::{Engine, GenOptions, Generator, Sampler, SamplerConfig};
 use serde::Serialize;
 
 use super::bench::BenchArgs;
-
-#[derive(Serialize)]
-struct Stat {
-    median: f64,
-    min: f64,
-    max: f64,
-    runs: Vec<f64>,
-}
-
-impl Stat {
-    fn new(runs: Vec<f64>) -> Stat {
-        let mut s = runs.clone();
-        s.sort_by(f64::total_cmp);
-        let median = if s.is_empty() {
-            0.0
-        } else if s.len() % 2 == 1 {
-            s[s.len() / 2]
-        } else {
-            (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
-        };
-        Stat {
-            median,
-            min: s.first().copied().unwrap_or(0.0),
-            max: s.last().copied().unwrap_or(0.0),
-            runs,
-        }
-    }
-}
 
 /// Speculative decoding against plain decoding, both through the generator (greedy).
 #[derive(Serialize)]
@@ -43,9 +16,9 @@ pub struct SpecReport {
     max_draft: usize,
     draft_mode: String,
     /// The draft's own decode speed (one token per forward).
-    draft_tok_s: Stat,
-    plain_tok_s: Stat,
-    speculative_tok_s: Stat,
+    draft_tok_s: Summary,
+    plain_tok_s: Summary,
+    speculative_tok_s: Summary,
     /// Median speculative over median plain.
     speedup: f64,
     generated_tokens: usize,
@@ -69,16 +42,6 @@ impl SpecReport {
             self.generated_tokens
         )
     }
-}
-
-fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// Plain and speculative greedy decoding of the same prompt through the generator, and the
@@ -130,11 +93,11 @@ pub fn bench_speculative(
     }
     let last = last.expect("at least one repetition");
     let stats = last.speculative.expect("a draft was set");
-    let (plain_tok_s, speculative_tok_s) = (Stat::new(plain_s), Stat::new(spec_s));
+    let (plain_tok_s, speculative_tok_s) = (Summary::new(plain_s), Summary::new(spec_s));
     Ok(SpecReport {
         max_draft: k,
         draft_mode: draft_mode.name().to_string(),
-        draft_tok_s: Stat::new(draft_s),
+        draft_tok_s: Summary::new(draft_s),
         speedup: speculative_tok_s.median / plain_tok_s.median.max(1e-9),
         plain_tok_s,
         speculative_tok_s,
