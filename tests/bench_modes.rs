@@ -7,31 +7,8 @@ mod common;
 use std::path::Path;
 
 fn synth_and_profile(model: &Path, corpus: &Path) {
-    common::run_ok(common::powerinfer_cmd().args([
-        "synth",
-        "-o",
-        model.to_str().unwrap(),
-        "--hidden",
-        "256",
-        "--ffn",
-        "1024",
-        "--layers",
-        "4",
-        "--heads",
-        "4",
-        "--activation",
-        "reglu",
-        "--type",
-        "q4_0",
-        "--skew",
-        "1",
-        "--seed",
-        "11",
-        "--vocab",
-        "512",
-        "--sparsity",
-        "0.9",
-    ]));
+    common::synth_small(model, "q4_0", 11, 0.9);
+
     common::run_ok(common::powerinfer_cmd().args([
         "profile",
         "-m",

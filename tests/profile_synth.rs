@@ -10,31 +10,7 @@ use powerinfer::model::Model;
 use powerinfer::sparse::{FfnMode, Sidecar};
 
 fn synth(path: &Path, sparsity: f64) {
-    common::run_ok(common::powerinfer_cmd().args([
-        "synth",
-        "-o",
-        path.to_str().unwrap(),
-        "--hidden",
-        "256",
-        "--ffn",
-        "1024",
-        "--layers",
-        "4",
-        "--heads",
-        "4",
-        "--activation",
-        "reglu",
-        "--type",
-        "q8_0",
-        "--skew",
-        "1",
-        "--seed",
-        "7",
-        "--vocab",
-        "512",
-        "--sparsity",
-        &sparsity.to_string(),
-    ]));
+    common::synth_small(path, "q8_0", 7, sparsity);
 }
 
 #[test]

@@ -168,3 +168,33 @@ pub fn test_sidecar(
         summary_json: "{}".into(),
     }
 }
+
+/// Write a small SYNTHETIC ReGLU model (hidden 256, ffn 1024, 4 layers, 4 heads, vocab 512,
+/// skew 1) through `powerinfer synth`.
+pub fn synth_small(path: &std::path::Path, ty: &str, seed: u64, sparsity: f64) {
+    run_ok(powerinfer_cmd().args([
+        "synth",
+        "-o",
+        path.to_str().unwrap(),
+        "--hidden",
+        "256",
+        "--ffn",
+        "1024",
+        "--layers",
+        "4",
+        "--heads",
+        "4",
+        "--activation",
+        "reglu",
+        "--type",
+        ty,
+        "--skew",
+        "1",
+        "--seed",
+        &seed.to_string(),
+        "--vocab",
+        "512",
+        "--sparsity",
+        &sparsity.to_string(),
+    ]));
+}
