@@ -11,6 +11,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
+use super::down_simd;
 use crate::quant::{self, GgmlType, QMatrix};
 
 /// Rows per nibble block: byte `i` of a block holds row `i` (low nibble) and row `32 + i`
@@ -294,12 +295,67 @@ impl TransposedDown {
                     axpy_f16(out, a[j], &w[j * d + r0..j * d + r0 + n]);
                 }
             }
-            Repr::Levels {
-                group,
-                q,
-                scale,
-                offset,
-            } => {
+            Repr::Levels { .. } => {
+                if let Some(m) = self.nibble_f16() {
+                    if n.is_multiple_of(down_simd::ROWS) && down_simd::available() {
+                        return down_simd::accumulate(&m, active, a, group_sums, r0, out);
+                    }
+                }
+                self.accumulate_levels(active, a, group_sums, r0, out, tmp);
+            }
+        }
+    }
+
+    /// The 4-bit levels with f16 scales (and offsets) as the SIMD kernel takes them.
+    fn nibble_f16(&self) -> Option<down_simd::NibbleF16<'_>> {
+        let Repr::Levels {
+            group,
+            q: Levels::Nibbles { bias, q },
+            scale: Scales::F16(scale),
+            offset,
+        } = &self.repr
+        else {
+            return None;
+        };
+        let offset = match offset {
+            None => None,
+            Some(Scales::F16(o)) => Some(&o[..]),
+            Some(Scales::F32(_)) => return None,
+        };
+        Some(down_simd::NibbleF16 {
+            q,
+            bias: *bias,
+            scale,
+            offset,
+            group: *group,
+            d: self.d_model,
+        })
+    }
+
+    /// The portable loops over integer levels: per scale group, the kept neurons' levels
+    /// summed into `tmp`, then scaled into `out`.
+    fn accumulate_levels(
+        &self,
+        active: &[u32],
+        a: &[f32],
+        group_sums: Option<&[f32]>,
+        r0: usize,
+        out: &mut [f32],
+        tmp: &mut [f32],
+    ) {
+        let (d, n) = (self.d_model, out.len());
+        let Repr::Levels {
+            group,
+            q,
+            scale,
+            offset,
+        } = &self.repr
+        else {
+            unreachable!("called for level layouts only")
+        };
+        let group = *group;
+        {
+            {
                 let (acc, rest) = tmp.split_at_mut(n);
                 let (sbuf, obuf) = rest.split_at_mut(n);
                 let mut i = 0;
@@ -491,6 +547,48 @@ mod tests {
                 let mut serial = vec![0f32; d];
                 pool.install(|| t.accumulate(&active, &a, None, &mut serial, &mut Vec::new()));
                 assert_eq!(out, serial, "{ty} {d}x{n}");
+            }
+        }
+    }
+
+    /// The SIMD kernel for 4-bit levels gives the very bits of the portable loops, with and
+    /// without offsets (Q4_1, Q4_0), for sparse and dense active sets and the Q8_1 group sums.
+    #[test]
+    fn simd_nibble_kernel_equals_portable_loops() {
+        if !down_simd::available() {
+            eprintln!("skipped: no AVX2/FMA/F16C");
+            return;
+        }
+        let (d, n) = (256, 512);
+        let w = rand(d * n, 21);
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1] {
+            let rb = n / ty.block_len() * ty.block_bytes();
+            let mut data = vec![0u8; d * rb];
+            for r in 0..d {
+                quant::quantize_row(ty, &w[r * n..(r + 1) * n], &mut data[r * rb..(r + 1) * rb])
+                    .unwrap();
+            }
+            let t = TransposedDown::new(&QMatrix::new(ty, d, n, &data).unwrap());
+            assert!(t.nibble_f16().is_some(), "{ty}");
+            let a = rand(n, 23);
+            let sums = rand(n / 32, 29);
+            for k in [1, 2, 3, 17] {
+                let active: Vec<u32> = (0..n as u32)
+                    .filter(|j| j % k == 0 || j % 13 == 5)
+                    .collect();
+                for group_sums in [None, Some(&sums[..])] {
+                    for r0 in [0, 64] {
+                        let rows = d - r0 - 64;
+                        let mut simd = vec![0f32; rows];
+                        let m = t.nibble_f16().unwrap();
+                        down_simd::accumulate(&m, &active, &a, group_sums, r0, &mut simd);
+                        let mut port = vec![0f32; rows];
+                        let mut tmp = vec![0f32; 3 * rows];
+                        t.accumulate_levels(&active, &a, group_sums, r0, &mut port, &mut tmp);
+                        assert_eq!(simd, port, "{ty} k {k} r0 {r0}");
+                        assert!(simd.iter().any(|&v| v != 0.0));
+                    }
+                }
             }
         }
     }

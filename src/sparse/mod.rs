@@ -2,6 +2,7 @@
 //! executor that computes only the active neurons.
 
 pub mod down;
+mod down_simd;
 mod executor;
 mod mode;
 mod rule;

@@ -1,0 +1,165 @@
+//! AVX2 kernel of the neuron-major down accumulation for 4-bit levels with f16 group scales
+//! (the layout `TransposedDown` builds for Q4_0 and Q4_1 models).
+//!
+//! Why a kernel of its own: the portable loops make three passes over the outputs per scale
+//! group (clear a scratch sum, add each neuron into it, scale it into the output, with the
+//! scales converted to f32 in between). With ~6% of neurons kept almost every group holds
+//! one or two of them, so those passes, not the weights, were most of the time. Here a group
+//! is one pass over 64-row blocks with its partial sum in registers.
+//!
+//! Every output gets exactly the floating-point operations of the portable loops, in the same
+//! order (`acc = fma(level, a, acc)` per neuron from zero, then `out = fma(acc, scale, out)`,
+//! then `out = fma(offset, sum_a, out)`), so both paths give the same bits (tested).
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use crate::quant::prefetch;
+
+/// Rows per register block: 32 packed bytes hold rows `i` (low nibble) and `32 + i`.
+pub(super) const ROWS: usize = 64;
+
+/// The 4-bit levels and f16 scales of one neuron-major down matrix.
+pub(super) struct NibbleF16<'a> {
+    /// Packed levels, neuron after neuron, `d / 2` bytes each.
+    pub q: &'a [u8],
+    /// Added to every nibble to give the level.
+    pub bias: i8,
+    /// Group-major scales `[group][d]`.
+    pub scale: &'a [f16],
+    /// Group-major offsets, where the format has them (Q4_1).
+    pub offset: Option<&'a [f16]>,
+    pub group: usize,
+    pub d: usize,
+}
+
+/// Whether this CPU can run [`accumulate`].
+pub(super) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `out` (rows `r0..r0 + out.len()`, already zeroed) `+= Σ_j a[j] · column j` over `active`
+/// (ascending), as `TransposedDown::accumulate_rows`. `r0` and `out.len()` are multiples of
+/// [`ROWS`]; callers check [`available`].
+pub(super) fn accumulate(
+    m: &NibbleF16,
+    active: &[u32],
+    a: &[f32],
+    group_sums: Option<&[f32]>,
+    r0: usize,
+    out: &mut [f32],
+) {
+    assert!(r0.is_multiple_of(ROWS) && out.len().is_multiple_of(ROWS));
+    assert!(r0 + out.len() <= m.d && m.d.is_multiple_of(ROWS));
+    let n_ff = m.q.len() * 2 / m.d.max(1);
+    assert!(active
+        .iter()
+        .all(|&j| (j as usize) < n_ff && (j as usize) < a.len()));
+    assert!(m.scale.len() >= n_ff / m.group * m.d);
+    assert!(m.offset.is_none_or(|o| o.len() >= n_ff / m.group * m.d));
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(available());
+        // SAFETY: features checked; every index below is within the bounds asserted above.
+        unsafe { accumulate_avx2(m, active, a, group_sums, r0, out) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("callers check available()")
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn accumulate_avx2(
+    m: &NibbleF16,
+    active: &[u32],
+    a: &[f32],
+    group_sums: Option<&[f32]>,
+    r0: usize,
+    out: &mut [f32],
+) {
+    let (d, n) = (m.d, out.len());
+    let mask = _mm256_set1_epi8(0x0F);
+    let bias = _mm256_set1_epi8(m.bias);
+    // Eight sign-extended levels (the low 8 bytes of `v`) as f32.
+    let cvt = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+    let q = m.q.as_ptr();
+    let o = out.as_mut_ptr();
+    let mut i = 0;
+    while i < active.len() {
+        let g = active[i] as usize / m.group;
+        let first = i;
+        let mut sum_a = 0f32;
+        while i < active.len() && active[i] as usize / m.group == g {
+            sum_a += a[active[i] as usize];
+            i += 1;
+        }
+        if let Some(s) = group_sums {
+            sum_a = s[g];
+        }
+        let js = &active[first..i];
+        // The next group's scales and levels, fetched while this one is computed: the
+        // hardware prefetcher does not guess these short runs scattered over the matrix.
+        if i < active.len() {
+            let g2 = active[i] as usize / m.group;
+            let lines = |p: *const u8, bytes: usize| prefetch(std::slice::from_raw_parts(p, bytes));
+            lines(m.scale.as_ptr().add(g2 * d + r0) as *const u8, 2 * n);
+            if let Some(off) = m.offset {
+                lines(off.as_ptr().add(g2 * d + r0) as *const u8, 2 * n);
+            }
+            let mut k = i;
+            while k < active.len() && active[k] as usize / m.group == g2 {
+                lines(q.add((active[k] as usize * d + r0) / 2), n / 2);
+                k += 1;
+            }
+        }
+        let srow = m.scale.as_ptr().add(g * d + r0) as *const __m128i;
+        let orow = m
+            .offset
+            .map(|x| x.as_ptr().add(g * d + r0) as *const __m128i);
+        let sum_v = _mm256_set1_ps(sum_a);
+        for blk in (0..n).step_by(ROWS) {
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for &j in js {
+                let j = j as usize;
+                let av = _mm256_set1_ps(*a.get_unchecked(j));
+                let p = q.add((j * d + r0 + blk) / 2) as *const __m256i;
+                let bytes = _mm256_loadu_si256(p);
+                let lo = _mm256_add_epi8(_mm256_and_si256(bytes, mask), bias);
+                let hi = _mm256_add_epi8(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask), bias);
+                for (h, v) in [lo, hi].into_iter().enumerate() {
+                    let v0 = _mm256_castsi256_si128(v);
+                    let v1 = _mm256_extracti128_si256(v, 1);
+                    let f = [
+                        cvt(v0),
+                        cvt(_mm_srli_si128(v0, 8)),
+                        cvt(v1),
+                        cvt(_mm_srli_si128(v1, 8)),
+                    ];
+                    for (k, f) in f.into_iter().enumerate() {
+                        acc[4 * h + k] = _mm256_fmadd_ps(f, av, acc[4 * h + k]);
+                    }
+                }
+            }
+            for (k, acc) in acc.into_iter().enumerate() {
+                let at = blk / 8 + k;
+                let s = _mm256_cvtph_ps(_mm_loadu_si128(srow.add(at)));
+                let po = o.add(8 * at);
+                let mut v = _mm256_fmadd_ps(acc, s, _mm256_loadu_ps(po));
+                if let Some(orow) = orow {
+                    let off = _mm256_cvtph_ps(_mm_loadu_si128(orow.add(at)));
+                    v = _mm256_fmadd_ps(off, sum_v, v);
+                }
+                _mm256_storeu_ps(po, v);
+            }
+        }
+    }
+}
