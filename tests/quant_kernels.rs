@@ -188,6 +188,7 @@ fn matvec_equals_naive_reference() {
 fn gather_matvec_equals_selected_rows() {
     let mut rng = Rng::new(5);
     for ty in [
+        GgmlType::Q4_0,
         GgmlType::Q4_1,
         GgmlType::Q8_0,
         GgmlType::Q4_K,
@@ -199,7 +200,7 @@ fn gather_matvec_equals_selected_rows() {
         let x = QuantizedVec::new(ty, &rng.vec(cols));
         let mut full = vec![0.0; rows];
         matvec_q(&w, &x, &mut full);
-        for k in [1, 10, 700] {
+        for k in [1, 10, 701] {
             let sel: Vec<u32> = (0..k).map(|_| (rng.u64() % rows as u64) as u32).collect();
             let mut y = vec![f32::NAN; k];
             gather_matvec(&w, &sel, &x, &mut y);
@@ -351,6 +352,55 @@ fn eight_input_kernels_bit_identical_to_single_kernels() {
 }
 
 #[cfg(target_arch = "x86_64")]
+/// The four-row kernels (decode matvec and the sparse gather) give each row the bits of the
+/// single-row kernel of the same variant, on ordinary and outlier activations.
+#[test]
+fn four_row_kernels_bit_identical_to_single_kernels() {
+    use powerinfer::quant::{avx2, avx2_rows};
+    if !avx2::available() {
+        return;
+    }
+    let mut rng = Rng::new(17);
+    let mut checked = 0;
+    for ty in DOT_TYPES {
+        for vnni in [false, true] {
+            let Some(k4) = avx2_rows::kernel_rows4_with(ty, vnni) else {
+                continue;
+            };
+            let k1 = avx2::kernel_with(ty, vnni).unwrap();
+            for n in (1..=12).map(|k| k * 32).chain([2048, 8192 + 96]) {
+                for trial in 0..3 {
+                    let rows: Vec<Vec<u8>> = (0..4).map(|_| random_row(&mut rng, ty, n)).collect();
+                    let x = if trial == 0 {
+                        rng.vec(n)
+                    } else {
+                        outlier_vec(&mut rng, n)
+                    };
+                    let x = QuantizedVec::new(ty, &x);
+                    let mut out = [f32::NAN; 4];
+                    k4(
+                        [&rows[0], &rows[1], &rows[2], &rows[3]],
+                        x.bytes(),
+                        &mut out,
+                    );
+                    for (r, got) in out.iter().enumerate() {
+                        let want = k1.dot(&rows[r], &x);
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{ty} vnni={vnni} n={n} row {r}: {got} vs {want}"
+                        );
+                        assert!(*got != 0.0);
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    let variants = if avx2::has_vnni() { 2 } else { 1 };
+    assert_eq!(checked, 14 * 3 * variants, "Q4_0 has four-row kernels");
+}
+
 #[test]
 fn four_input_kernels_bit_identical_to_single_kernels() {
     use powerinfer::quant::avx2;

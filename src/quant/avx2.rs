@@ -654,7 +654,7 @@ fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
 
 /// One f16 via F16C (the `half` crate's conversion is a call per value in these loops).
 #[inline(always)]
-unsafe fn f16p(p: *const u8) -> f32 {
+pub(super) unsafe fn f16p(p: *const u8) -> f32 {
     let bits = (p as *const u16).read_unaligned() as i32;
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
 }
@@ -672,7 +672,7 @@ unsafe fn f32p(p: *const u8) -> f32 {
 }
 
 #[inline(always)]
-unsafe fn hsum_ps(v: __m256) -> f32 {
+pub(super) unsafe fn hsum_ps(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -681,7 +681,7 @@ unsafe fn hsum_ps(v: __m256) -> f32 {
 
 /// 16 bytes of packed nibbles -> 32 bytes: low nibbles first, then high nibbles (ggml order).
 #[inline(always)]
-unsafe fn nibbles(p: *const u8) -> __m256i {
+pub(super) unsafe fn nibbles(p: *const u8) -> __m256i {
     let t = _mm_loadu_si128(p as *const __m128i);
     let b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
     _mm256_and_si256(b, _mm256_set1_epi8(0x0F))

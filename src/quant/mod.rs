@@ -6,6 +6,8 @@
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx2_rows;
 mod dequantize;
 mod dot;
 mod error;
@@ -25,6 +27,7 @@ pub use error::QuantError;
 pub use ggml_type::{GgmlType, QK_K};
 pub use levels::{level_group, row_levels};
 pub use matrix::QMatrix;
+pub(crate) use matvec::prefetch;
 pub use matvec::{gather_matvec, matmul, matvec, matvec_q};
 pub use quantize::quantize_row;
 pub use qvec::{activation_type, QuantizedVec};
