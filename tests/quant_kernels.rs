@@ -398,7 +398,11 @@ fn four_row_kernels_bit_identical_to_single_kernels() {
         }
     }
     let variants = if avx2::has_vnni() { 2 } else { 1 };
-    assert_eq!(checked, 14 * 3 * variants, "Q4_0 has four-row kernels");
+    assert_eq!(
+        checked,
+        3 * 14 * 3 * variants,
+        "Q4_0, Q4_1, Q8_0 have four-row kernels"
+    );
 }
 
 #[test]

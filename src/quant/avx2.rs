@@ -661,7 +661,7 @@ pub(super) unsafe fn f16p(p: *const u8) -> f32 {
 
 /// Two consecutive f16 (a block's d and m, or d and s) as lanes 0 and 1.
 #[inline(always)]
-unsafe fn f16x2(p: *const u8) -> __m128 {
+pub(super) unsafe fn f16x2(p: *const u8) -> __m128 {
     let bits = (p as *const i32).read_unaligned();
     _mm_cvtph_ps(_mm_cvtsi32_si128(bits))
 }
@@ -705,7 +705,7 @@ unsafe fn bits_to_bytes(p: *const u8) -> __m256i {
 /// Unsigned bytes × signed bytes, summed in groups of four, as 8 f32. With `V` (AVX-512
 /// VNNI) one `vpdpbusd` replaces `maddubs` + `madd`.
 #[inline(always)]
-unsafe fn mul_us8_ps<const V: bool>(u: __m256i, s: __m256i) -> __m256 {
+pub(super) unsafe fn mul_us8_ps<const V: bool>(u: __m256i, s: __m256i) -> __m256 {
     if V {
         _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s))
     } else {
@@ -716,7 +716,7 @@ unsafe fn mul_us8_ps<const V: bool>(u: __m256i, s: __m256i) -> __m256 {
 
 /// Signed bytes × signed bytes (neither -128), summed in groups of four, as 8 f32.
 #[inline(always)]
-unsafe fn mul_s8_ps<const V: bool>(a: __m256i, b: __m256i) -> __m256 {
+pub(super) unsafe fn mul_s8_ps<const V: bool>(a: __m256i, b: __m256i) -> __m256 {
     mul_us8_ps::<V>(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a))
 }
 

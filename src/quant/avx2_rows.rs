@@ -10,7 +10,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{available, f16p, has_vnni, hsum_ps, nibbles};
+use super::avx2::{available, f16p, f16x2, has_vnni, hsum_ps, mul_s8_ps, mul_us8_ps, nibbles};
 use super::GgmlType;
 
 /// Four weight rows (whole blocks, equal lengths) against one activation row.
@@ -27,41 +27,50 @@ pub fn kernel_rows4_with(ty: GgmlType, vnni: bool) -> Option<DotRows4> {
     if !available() || (vnni && !has_vnni()) {
         return None;
     }
+    let v = |a: DotRows4, b: DotRows4| Some(if vnni { b } else { a });
     match ty {
-        GgmlType::Q4_0 => Some(if vnni {
-            rows4_q4_0_q8_0::<true>
-        } else {
-            rows4_q4_0_q8_0::<false>
-        }),
+        GgmlType::Q4_0 => v(rows4_q4_0_q8_0::<false>, rows4_q4_0_q8_0::<true>),
+        GgmlType::Q4_1 => v(rows4_q4_1_q8_1::<false>, rows4_q4_1_q8_1::<true>),
+        GgmlType::Q8_0 => v(rows4_q8_0_q8_0::<false>, rows4_q8_0_q8_0::<true>),
         _ => None,
     }
 }
 
-fn rows4_q4_0_q8_0<const V: bool>(w: [&[u8]; 4], x: &[u8], out: &mut [f32; 4]) {
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn plain(w: [*const u8; 4], x: *const u8, nb: usize, out: &mut [f32; 4]) {
-        q4_0_rows4::<false>(w, x, nb, out)
-    }
-    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    unsafe fn vnni(w: [*const u8; 4], x: *const u8, nb: usize, out: &mut [f32; 4]) {
-        q4_0_rows4::<true>(w, x, nb, out)
-    }
-    let nb = w[0].len() / 18;
-    assert!(
-        w.iter().all(|r| r.len() == nb * 18) && x.len() >= nb * 34,
-        "rows4 q4_0: row lengths"
-    );
-    let p = w.map(|r| r.as_ptr());
-    // SAFETY: handed out by `kernel_rows4_with` only when the features are present; lengths
-    // checked above.
-    unsafe {
-        if V {
-            vnni(p, x.as_ptr(), nb, out)
-        } else {
-            plain(p, x.as_ptr(), nb, out)
+/// The safe entry of a four-row kernel body: checks the lengths it relies on, and runs the
+/// body compiled for AVX2 or for AVX-512 VNNI.
+macro_rules! rows4_wrapper {
+    ($name:ident, $body:ident, $wbb:expr, $xbb:expr) => {
+        fn $name<const V: bool>(w: [&[u8]; 4], x: &[u8], out: &mut [f32; 4]) {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn plain(w: [*const u8; 4], x: *const u8, nb: usize, out: &mut [f32; 4]) {
+                $body::<false>(w, x, nb, out)
+            }
+            #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+            unsafe fn vnni(w: [*const u8; 4], x: *const u8, nb: usize, out: &mut [f32; 4]) {
+                $body::<true>(w, x, nb, out)
+            }
+            let nb = w[0].len() / $wbb;
+            assert!(
+                w.iter().all(|r| r.len() == nb * $wbb) && x.len() >= nb * $xbb,
+                "four-row kernel: row lengths"
+            );
+            let p = w.map(|r| r.as_ptr());
+            // SAFETY: handed out by `kernel_rows4_with` only when the features are present;
+            // lengths checked above.
+            unsafe {
+                if V {
+                    vnni(p, x.as_ptr(), nb, out)
+                } else {
+                    plain(p, x.as_ptr(), nb, out)
+                }
+            }
         }
-    }
+    };
 }
+
+rows4_wrapper!(rows4_q4_0_q8_0, q4_0_rows4, 18, 34);
+rows4_wrapper!(rows4_q4_1_q8_1, q4_1_rows4, 20, 36);
+rows4_wrapper!(rows4_q8_0_q8_0, q8_0_rows4, 34, 34);
 
 /// Unsigned bytes × signed bytes summed in groups of four, added to the i32 lanes of `acc`.
 #[inline(always)]
@@ -97,6 +106,59 @@ unsafe fn q4_0_rows4<const V: bool>(
             let d = _mm256_set1_ps(f16p(wb) * dx);
             let s = dot_us8::<V>(neg, nibbles(wb.add(2)), qx);
             *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), *acc);
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(acc) {
+        *o = hsum_ps(acc);
+    }
+}
+
+/// Per block, as the single-row Q4_1 kernel: lanes of `ds` are `[d_w·d_x, m_w·s_x]`, the
+/// second summed apart as the offset term, added after the horizontal sum.
+#[inline(always)]
+unsafe fn q4_1_rows4<const V: bool>(
+    w: [*const u8; 4],
+    x: *const u8,
+    nb: usize,
+    out: &mut [f32; 4],
+) {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut offs = [_mm_setzero_ps(); 4];
+    for i in 0..nb {
+        let xb = x.add(36 * i);
+        let dsx = f16x2(xb);
+        let qx = _mm256_loadu_si256(xb.add(4) as *const __m256i);
+        for r in 0..4 {
+            let wb = w[r].add(20 * i);
+            let ds = _mm_mul_ps(f16x2(wb), dsx);
+            offs[r] = _mm_add_ps(offs[r], ds);
+            let p = mul_us8_ps::<V>(nibbles(wb.add(4)), qx);
+            acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(ds), p, acc[r]);
+        }
+    }
+    for r in 0..4 {
+        out[r] = hsum_ps(acc[r]) + _mm_cvtss_f32(_mm_movehdup_ps(offs[r]));
+    }
+}
+
+/// Per block, as the single-row Q8_0 kernel: `acc = fma(d_w·d_x, Σ_lane q_w·q_x, acc)`.
+#[inline(always)]
+unsafe fn q8_0_rows4<const V: bool>(
+    w: [*const u8; 4],
+    x: *const u8,
+    nb: usize,
+    out: &mut [f32; 4],
+) {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for i in 0..nb {
+        let xb = x.add(34 * i);
+        let dx = f16p(xb);
+        let qx = _mm256_loadu_si256(xb.add(2) as *const __m256i);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let wb = w[r].add(34 * i);
+            let d = _mm256_set1_ps(f16p(wb) * dx);
+            let qw = _mm256_loadu_si256(wb.add(2) as *const __m256i);
+            *acc = _mm256_fmadd_ps(d, mul_s8_ps::<V>(qw, qx), *acc);
         }
     }
     for (o, acc) in out.iter_mut().zip(acc) {
