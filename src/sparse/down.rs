@@ -290,6 +290,9 @@ impl TransposedDown {
         out.fill(0.0);
         match &self.repr {
             Repr::Float(w) => {
+                if n.is_multiple_of(8) && down_simd::available() {
+                    return down_simd::accumulate_f16(w, d, active, a, r0, out);
+                }
                 for &j in active {
                     let j = j as usize;
                     axpy_f16(out, a[j], &w[j * d + r0..j * d + r0 + n]);
@@ -590,6 +593,29 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The f16 column kernel gives the bits of the portable `axpy_f16` loop.
+    #[test]
+    fn simd_f16_kernel_equals_portable_loop() {
+        if !down_simd::available() {
+            eprintln!("skipped: no AVX2/FMA/F16C");
+            return;
+        }
+        let (d, n) = (200, 96);
+        let w: Vec<f16> = rand(d * n, 31).iter().map(|&v| f16::from_f32(v)).collect();
+        let a = rand(n, 37);
+        let active: Vec<u32> = (0..n as u32).filter(|j| j % 3 != 1).collect();
+        for (r0, rows) in [(0, 200), (8, 64), (96, 104)] {
+            let mut simd = vec![0.5f32; rows];
+            down_simd::accumulate_f16(&w, d, &active, &a, r0, &mut simd);
+            let mut port = vec![0.5f32; rows];
+            for &j in &active {
+                let j = j as usize;
+                axpy_f16(&mut port, a[j], &w[j * d + r0..j * d + r0 + rows]);
+            }
+            assert_eq!(simd, port, "r0 {r0}");
         }
     }
 

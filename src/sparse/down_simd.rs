@@ -163,3 +163,58 @@ unsafe fn accumulate_avx2(
         }
     }
 }
+
+/// `out` (rows `r0..r0 + out.len()`) `+= a[j] · column j` over `active` for f16 columns
+/// (`w` neuron-major, `d` rows each), as the portable `axpy_f16` loop: one
+/// `fma(w, a, out)` per element, so the bits are the same. The next neuron's column is
+/// prefetched while this one is added. `out.len()` is a multiple of 8; callers check
+/// [`available`].
+pub(super) fn accumulate_f16(
+    w: &[f16],
+    d: usize,
+    active: &[u32],
+    a: &[f32],
+    r0: usize,
+    out: &mut [f32],
+) {
+    let n = out.len();
+    assert!(n.is_multiple_of(8) && r0 + n <= d);
+    assert!(active
+        .iter()
+        .all(|&j| (j as usize + 1) * d <= w.len() && (j as usize) < a.len()));
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(available());
+        // SAFETY: features checked; indices within the bounds asserted above.
+        unsafe { accumulate_f16_avx2(w, d, active, a, r0, out) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("callers check available()")
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn accumulate_f16_avx2(
+    w: &[f16],
+    d: usize,
+    active: &[u32],
+    a: &[f32],
+    r0: usize,
+    out: &mut [f32],
+) {
+    let n = out.len();
+    let col = |j: u32| w.as_ptr().add(j as usize * d + r0);
+    let o = out.as_mut_ptr();
+    for (i, &j) in active.iter().enumerate() {
+        if let Some(&next) = active.get(i + 1) {
+            prefetch(std::slice::from_raw_parts(col(next) as *const u8, 2 * n));
+        }
+        let c = col(j) as *const __m128i;
+        let av = _mm256_set1_ps(a[j as usize]);
+        for k in 0..n / 8 {
+            let wv = _mm256_cvtph_ps(_mm_loadu_si128(c.add(k)));
+            let po = o.add(8 * k);
+            _mm256_storeu_ps(po, _mm256_fmadd_ps(wv, av, _mm256_loadu_ps(po)));
+        }
+    }
+}
