@@ -234,16 +234,15 @@ fn outlier_vec(rng: &mut Rng, n: usize) -> Vec<f32> {
 /// The types with four-input (prefill) kernels: plain ones, and ones taking the inputs'
 /// scales pre-converted to f32.
 const X4_TYPES: [GgmlType; 3] = [GgmlType::Q4_1, GgmlType::Q4_K, GgmlType::Q6_K];
-const X4_SCALED_TYPES: [GgmlType; 2] = [GgmlType::Q5_0, GgmlType::Q8_0];
+const X4_SCALED_TYPES: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0];
 
 #[test]
 fn matmul_equals_separate_matvecs_bit_exactly() {
     let mut rng = Rng::new(6);
-    let types = X4_TYPES.into_iter().chain(X4_SCALED_TYPES).chain([
-        GgmlType::Q4_0,
-        GgmlType::Q5_K,
-        GgmlType::F16,
-    ]);
+    let types = X4_TYPES
+        .into_iter()
+        .chain(X4_SCALED_TYPES)
+        .chain([GgmlType::Q5_K, GgmlType::F16]);
     for ty in types {
         let bl = ty.block_len();
         // Serial and parallel paths, odd and even block counts.
@@ -347,7 +346,7 @@ fn eight_input_kernels_bit_identical_to_single_kernels() {
         }
     }
     let variants = if avx2::has_vnni() { 2 } else { 1 };
-    assert_eq!(checked, 2 * 22 * 8 * variants);
+    assert_eq!(checked, X4_SCALED_TYPES.len() * 22 * 8 * variants);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -423,8 +422,8 @@ fn four_input_kernels_bit_identical_to_single_kernels() {
     }
     let variants = if avx2::has_vnni() { 2 } else { 1 };
     assert_eq!(pairs, (X4_TYPES.len() + X4_SCALED_TYPES.len()) * variants);
-    // Q5_0 and Q8_0, every length and trial, per variant.
-    assert_eq!(scaled, 2 * 23 * 3 * variants);
+    // Every scaled type, length and trial, per variant.
+    assert_eq!(scaled, X4_SCALED_TYPES.len() * 23 * 3 * variants);
 }
 
 #[cfg(target_arch = "x86_64")]

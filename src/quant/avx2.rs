@@ -75,7 +75,7 @@ pub fn kernel_with(ty: GgmlType, vnni: bool) -> Option<DotKernel> {
 pub type Dot4 = fn(&[u8], [&[u8]; 4], &mut [f32; 4]);
 
 /// The best four-input kernel for weights of type `ty`, where one exists and the CPU
-/// supports it. Q5_0 and Q8_0 have the scaled kind instead ([`kernel4_scaled`]).
+/// supports it. Q4_0, Q5_0 and Q8_0 have the scaled kind instead ([`kernel4_scaled`]).
 pub fn kernel4(ty: GgmlType) -> Option<Dot4> {
     kernel4_with(ty, has_vnni())
 }
@@ -95,13 +95,13 @@ pub fn kernel4_with(ty: GgmlType, vnni: bool) -> Option<Dot4> {
     }
 }
 
-/// A four-input kernel for Q5_0 / Q8_0 weights whose Q8_0 inputs come with their block
+/// A four-input kernel for Q4_0 / Q5_0 / Q8_0 weights whose Q8_0 inputs come with their block
 /// scales already converted to f32 (see [`q8_0_scales`]): the per-row f16 conversions of
 /// the activation scales are hoisted out of the matmul. Bit-identical to the single-input
 /// kernel (f16 -> f32 is exact; the same products in the same order).
 pub type Dot4S = fn(&[u8], [&[u8]; 4], [&[f32]; 4], &mut [f32; 4]);
 
-/// The best scaled four-input kernel for weights of type `ty` (Q5_0, Q8_0), if supported.
+/// The best scaled four-input kernel for weights of type `ty` (Q4_0, Q5_0, Q8_0), if supported.
 pub fn kernel4_scaled(ty: GgmlType) -> Option<Dot4S> {
     kernel4_scaled_with(ty, has_vnni())
 }
@@ -116,6 +116,7 @@ pub fn kernel4_scaled_with(ty: GgmlType, vnni: bool) -> Option<Dot4S> {
     match ty {
         GgmlType::Q8_0 => v(dot4s_q8_0_q8_0::<false>, dot4s_q8_0_q8_0::<true>),
         GgmlType::Q5_0 => v(dot4s_q5_0_q8_0::<false>, dot4s_q5_0_q8_0::<true>),
+        GgmlType::Q4_0 => v(dot4s_q4_0_q8_0::<false>, dot4s_q4_0_q8_0::<true>),
         _ => None,
     }
 }
@@ -123,7 +124,7 @@ pub fn kernel4_scaled_with(ty: GgmlType, vnni: bool) -> Option<Dot4S> {
 /// [`Dot4S`] for eight inputs at once: the weight block is unpacked once for eight.
 pub type Dot8S = fn(&[u8], [&[u8]; 8], [&[f32]; 8], &mut [f32; 8]);
 
-/// The best eight-input scaled kernel for `ty` (Q5_0, Q8_0), if supported. Only offered
+/// The best eight-input scaled kernel for `ty` (Q4_0, Q5_0, Q8_0), if supported. Only offered
 /// with AVX-512 VNNI, whose 32 vector registers hold the eight inputs' accumulators.
 pub fn kernel8_scaled(ty: GgmlType) -> Option<Dot8S> {
     if !has_vnni() {
@@ -142,6 +143,7 @@ pub fn kernel8_scaled_with(ty: GgmlType, vnni: bool) -> Option<Dot8S> {
     match ty {
         GgmlType::Q8_0 => v(dot8s_q8_0_q8_0::<false>, dot8s_q8_0_q8_0::<true>),
         GgmlType::Q5_0 => v(dot8s_q5_0_q8_0::<false>, dot8s_q5_0_q8_0::<true>),
+        GgmlType::Q4_0 => v(dot8s_q4_0_q8_0::<false>, dot8s_q4_0_q8_0::<true>),
         _ => None,
     }
 }
@@ -155,17 +157,17 @@ pub fn q8_0_scales(x: &[u8], out: &mut Vec<f32>) {
 }
 
 macro_rules! safe_wrapper4s_v {
-    ($name:ident, $q5:expr, $wbb:expr, $n:expr) => {
+    ($name:ident, $wbb:expr, $n:expr) => {
         fn $name<const V: bool>(w: &[u8], x: [&[u8]; $n], xd: [&[f32]; $n], out: &mut [f32; $n]) {
             type P = [*const u8; $n];
             type D = [*const f32; $n];
             #[target_feature(enable = "avx2,fma,f16c")]
             unsafe fn plain(w: *const u8, x: P, xd: D, nb: usize, out: &mut [f32; $n]) {
-                signed32_x4::<false, { $q5 }, $n>(w, x, xd, nb, out)
+                signed32_x4::<false, $wbb, $n>(w, x, xd, nb, out)
             }
             #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
             unsafe fn vnni(w: *const u8, x: P, xd: D, nb: usize, out: &mut [f32; $n]) {
-                signed32_x4::<true, { $q5 }, $n>(w, x, xd, nb, out)
+                signed32_x4::<true, $wbb, $n>(w, x, xd, nb, out)
             }
             let nb = w.len() / $wbb;
             for (x, xd) in x.iter().zip(&xd) {
@@ -188,10 +190,13 @@ macro_rules! safe_wrapper4s_v {
     };
 }
 
-safe_wrapper4s_v!(dot4s_q8_0_q8_0, false, 34, 4);
-safe_wrapper4s_v!(dot4s_q5_0_q8_0, true, 22, 4);
-safe_wrapper4s_v!(dot8s_q8_0_q8_0, false, 34, 8);
-safe_wrapper4s_v!(dot8s_q5_0_q8_0, true, 22, 8);
+// The weight block size picks the format: 18 Q4_0, 22 Q5_0, 34 Q8_0.
+safe_wrapper4s_v!(dot4s_q4_0_q8_0, 18, 4);
+safe_wrapper4s_v!(dot4s_q5_0_q8_0, 22, 4);
+safe_wrapper4s_v!(dot4s_q8_0_q8_0, 34, 4);
+safe_wrapper4s_v!(dot8s_q4_0_q8_0, 18, 8);
+safe_wrapper4s_v!(dot8s_q5_0_q8_0, 22, 8);
+safe_wrapper4s_v!(dot8s_q8_0_q8_0, 34, 8);
 
 /// A wrapper generic over VNNI: `V = false` runs the AVX2 body, `V = true` the same body
 /// compiled with AVX-512 VNNI (+VL) enabled.
@@ -273,47 +278,49 @@ safe_wrapper4_v!(dot4_q4_1_q8_1, q4_1_q8_1_x4, 20, 36);
 safe_wrapper4!(dot4_q4_k_q8_k, q4_k_q8_k_x4, 144, 292);
 safe_wrapper4!(dot4_q6_k_q8_k, q6_k_q8_k_x4, 210, 292);
 
-/// The 32 signed codes of a Q5_0 (`Q5`) or Q8_0 block.
+/// The 32 signed codes of a Q4_0 (`BB` = 18 bytes), Q5_0 (22) or Q8_0 (34) block, as the
+/// single-input kernels form them.
 #[inline(always)]
-unsafe fn signed32_codes<const Q5: bool>(wb: *const u8) -> __m256i {
-    if Q5 {
-        _mm256_sub_epi8(q5_codes(wb.add(2), wb.add(6)), _mm256_set1_epi8(16))
-    } else {
-        _mm256_loadu_si256(wb.add(2) as *const __m256i)
+unsafe fn signed32_codes<const BB: usize>(wb: *const u8) -> __m256i {
+    match BB {
+        18 => _mm256_sub_epi8(nibbles(wb.add(2)), _mm256_set1_epi8(8)),
+        22 => _mm256_sub_epi8(q5_codes(wb.add(2), wb.add(6)), _mm256_set1_epi8(16)),
+        _ => _mm256_loadu_si256(wb.add(2) as *const __m256i),
     }
 }
 
-/// Block `i` of a Q5_0 (`Q5`) or Q8_0 row against `N` Q8_0 rows, into `acc`; `xd` holds each
-/// input's block scales pre-converted (exactly) from f16 to f32.
+/// Block `i` of a Q4_0, Q5_0 or Q8_0 row (`BB` bytes a block) against `N` Q8_0 rows, into
+/// `acc`; `xd` holds each input's block scales pre-converted (exactly) from f16 to f32.
 #[inline(always)]
-unsafe fn signed32_step<const V: bool, const Q5: bool, const N: usize>(
+unsafe fn signed32_step<const V: bool, const BB: usize, const N: usize>(
     w: *const u8,
     x: &[*const u8; N],
     xd: &[*const f32; N],
     i: usize,
     acc: &mut [__m256; N],
 ) {
-    let wb = w.add(if Q5 { 22 } else { 34 } * i);
-    let dw = f16p(wb);
-    let qw = signed32_codes::<Q5>(wb);
+    let wb = w.add(BB * i);
+    // Broadcast, not the scalar `f16p` (see `scale_product`).
+    let dw = f16_splat(wb);
+    let qw = signed32_codes::<BB>(wb);
     // |w| and the sign to move onto x, computed once for the four inputs.
     let aw = _mm256_sign_epi8(qw, qw);
     for k in 0..N {
         let xb = x[k].add(34 * i);
-        let d = _mm256_set1_ps(dw * xd[k].add(i).read());
+        let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*xd[k].add(i)));
         let qx = _mm256_loadu_si256(xb.add(2) as *const __m256i);
         acc[k] = _mm256_fmadd_ps(d, mul_us8_ps::<V>(aw, _mm256_sign_epi8(qx, qw)), acc[k]);
     }
 }
 
-/// Q5_0 (`Q5`) or Q8_0 weight blocks against `N` Q8_0 rows.
+/// Q4_0, Q5_0 or Q8_0 weight blocks (`BB` bytes each) against `N` Q8_0 rows.
 ///
 /// For each input this performs exactly the floating-point operations of the matching
 /// single-input kernel, in the same order, so batched and one-by-one results are
-/// bit-identical: one accumulator over the blocks in order, then `hsum`, as in `q8_0_q8_0`
-/// and `q5_0_q8_0`.
+/// bit-identical: one accumulator over the blocks in order, then `hsum`, as in `q4_0_q8_0`,
+/// `q5_0_q8_0` and `q8_0_q8_0`.
 #[inline(always)]
-unsafe fn signed32_x4<const V: bool, const Q5: bool, const N: usize>(
+unsafe fn signed32_x4<const V: bool, const BB: usize, const N: usize>(
     w: *const u8,
     x: [*const u8; N],
     xd: [*const f32; N],
@@ -322,7 +329,7 @@ unsafe fn signed32_x4<const V: bool, const Q5: bool, const N: usize>(
 ) {
     let mut acc = [_mm256_setzero_ps(); N];
     for i in 0..nb {
-        signed32_step::<V, Q5, N>(w, &x, &xd, i, &mut acc);
+        signed32_step::<V, BB, N>(w, &x, &xd, i, &mut acc);
     }
     for k in 0..N {
         out[k] = hsum_ps(acc[k]);
@@ -674,8 +681,13 @@ unsafe fn f16x2(p: *const u8) -> __m128 {
 /// `f16p(w) * f16p(x)`: f16 -> f32 is exact and the lanes multiply as the scalar would.
 #[inline(always)]
 unsafe fn scale_product(w: *const u8, x: *const u8) -> __m256 {
-    let splat = |p: *const u8| _mm256_cvtph_ps(_mm_set1_epi16((p as *const i16).read_unaligned()));
-    _mm256_mul_ps(splat(w), splat(x))
+    _mm256_mul_ps(f16_splat(w), f16_splat(x))
+}
+
+/// One f16 converted into all eight lanes.
+#[inline(always)]
+unsafe fn f16_splat(p: *const u8) -> __m256 {
+    _mm256_cvtph_ps(_mm_set1_epi16((p as *const i16).read_unaligned()))
 }
 
 #[inline(always)]

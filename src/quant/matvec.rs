@@ -136,7 +136,7 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
     let k4 = super::avx2::kernel4(w.ty);
     #[cfg(not(target_arch = "x86_64"))]
     let k4: Option<fn(&[u8], [&[u8]; 4], &mut [f32; 4])> = None;
-    // Q5_0 / Q8_0: the inputs' block scales converted to f32 once for all rows.
+    // Q4_0 / Q5_0 / Q8_0: the inputs' block scales converted to f32 once for all rows.
     let mut xd = XD.with(|c| c.take());
     xd.clear();
     #[cfg(target_arch = "x86_64")]
