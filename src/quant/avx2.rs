@@ -31,6 +31,14 @@ pub fn has_vnni() -> bool {
     })
 }
 
+/// Whether the CPU has AVX-512 F and VL: 32 vector registers for 256-bit code, detected once.
+pub fn has_avx512vl() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        available() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl")
+    })
+}
+
 /// The best kernel of this module for weights of type `ty`, if the CPU supports one.
 pub fn kernel(ty: GgmlType) -> Option<DotKernel> {
     kernel_with(ty, has_vnni())
@@ -92,6 +100,111 @@ pub fn kernel4_with(ty: GgmlType, vnni: bool) -> Option<Dot4> {
         GgmlType::Q4_K => Some(dot4_q4_k_q8_k),
         GgmlType::Q6_K => Some(dot4_q6_k_q8_k),
         _ => None,
+    }
+}
+
+/// A four-input kernel for float weights (F16, F32), whose inputs stay f32: each weight vector
+/// is loaded (and for F16 converted) once for the four inputs. Per input it performs exactly
+/// the floating-point operations of `dot_f16` / `dot_f32` in the same order.
+pub type Dot4F = fn(&[u8], [&[f32]; 4], &mut [f32; 4]);
+
+/// The best four-input kernel for float weights of type `ty` (F16, F32), if supported.
+pub fn kernel4_float(ty: GgmlType) -> Option<Dot4F> {
+    kernel4_float_with(ty, has_avx512vl())
+}
+
+/// The four-input float kernel for `ty`; with `wide` compiled for AVX-512 VL, whose 32 vector
+/// registers hold all four inputs' accumulators (without, the inputs go by pairs to avoid
+/// spilling). Both match `kernel_with(ty, _)` bit for bit. `None` if unsupported here.
+pub fn kernel4_float_with(ty: GgmlType, wide: bool) -> Option<Dot4F> {
+    if !available() || (wide && !has_avx512vl()) {
+        return None;
+    }
+    let v = |a: Dot4F, b: Dot4F| Some(if wide { b } else { a });
+    match ty {
+        GgmlType::F16 => v(dot4_float::<true, false>, dot4_float::<true, true>),
+        GgmlType::F32 => v(dot4_float::<false, false>, dot4_float::<false, true>),
+        _ => None,
+    }
+}
+
+fn dot4_float<const HALF: bool, const WIDE: bool>(w: &[u8], x: [&[f32]; 4], out: &mut [f32; 4]) {
+    type P = [*const f32; 4];
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn plain<const HALF: bool>(w: *const u8, x: P, n: usize, out: &mut [f32; 4]) {
+        let (lo, hi) = out.split_at_mut(2);
+        float_xn::<HALF, 2>(w, [x[0], x[1]], n, lo);
+        float_xn::<HALF, 2>(w, [x[2], x[3]], n, hi);
+    }
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+    unsafe fn wide<const HALF: bool>(w: *const u8, x: P, n: usize, out: &mut [f32; 4]) {
+        float_xn::<HALF, 4>(w, x, n, out)
+    }
+    let n = w.len() / if HALF { 2 } else { 4 };
+    for x in x {
+        assert!(x.len() >= n, "activation row shorter than weight row");
+    }
+    let xp = x.map(|x| x.as_ptr());
+    // SAFETY: handed out by `kernel4_float_with` only when the features are present; lengths
+    // checked.
+    unsafe {
+        if WIDE {
+            wide::<HALF>(w.as_ptr(), xp, n, out)
+        } else {
+            plain::<HALF>(w.as_ptr(), xp, n, out)
+        }
+    }
+}
+
+/// `N` f32 rows against one F16 (`HALF`) or F32 weight row of `n` values. Per input, the
+/// float operations of `f16_f32` / `f32_f32` in the same order: four accumulators over steps
+/// of 32, the rest by 8 into the first, the same pairwise combination and `hsum`, then the
+/// scalar tail.
+#[inline(always)]
+unsafe fn float_xn<const HALF: bool, const N: usize>(
+    w: *const u8,
+    x: [*const f32; N],
+    n: usize,
+    out: &mut [f32],
+) {
+    let ld = |o: usize| {
+        if HALF {
+            _mm256_cvtph_ps(_mm_loadu_si128(w.add(2 * o) as *const __m128i))
+        } else {
+            _mm256_loadu_ps((w as *const f32).add(o))
+        }
+    };
+    let mut acc = [[_mm256_setzero_ps(); 4]; N];
+    let mut i = 0;
+    while i + 32 <= n {
+        let wv = [0, 1, 2, 3].map(|k| ld(i + 8 * k));
+        for (a, x) in acc.iter_mut().zip(&x) {
+            for k in 0..4 {
+                let o = i + 8 * k;
+                a[k] = _mm256_fmadd_ps(wv[k], _mm256_loadu_ps(x.add(o)), a[k]);
+            }
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        let wv = ld(i);
+        for (a, x) in acc.iter_mut().zip(&x) {
+            a[0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.add(i)), a[0]);
+        }
+        i += 8;
+    }
+    for ((a, x), out) in acc.iter().zip(&x).zip(out) {
+        let s = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+        let mut sum = hsum_ps(s);
+        for t in i..n {
+            let wt = if HALF {
+                f16p(w.add(2 * t))
+            } else {
+                (w as *const f32).add(t).read_unaligned()
+            };
+            sum += wt * *x.add(t);
+        }
+        *out = sum;
     }
 }
 

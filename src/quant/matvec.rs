@@ -136,6 +136,10 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
     let k4 = super::avx2::kernel4(w.ty);
     #[cfg(not(target_arch = "x86_64"))]
     let k4: Option<fn(&[u8], [&[u8]; 4], &mut [f32; 4])> = None;
+    #[cfg(target_arch = "x86_64")]
+    let k4f = super::avx2::kernel4_float(w.ty);
+    #[cfg(not(target_arch = "x86_64"))]
+    let k4f: Option<fn(&[u8], [&[f32]; 4], &mut [f32; 4])> = None;
     // Q4_0 / Q5_0 / Q8_0: the inputs' block scales converted to f32 once for all rows.
     let mut xd = XD.with(|c| c.take());
     xd.clear();
@@ -194,6 +198,12 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
                 for (t, x) in t.chunks_exact_mut(4).zip(xq.chunks_exact(4)) {
                     let xs = [x[0].bytes(), x[1].bytes(), x[2].bytes(), x[3].bytes()];
                     k4(row, xs, t.try_into().expect("four outputs"));
+                    done += 4;
+                }
+            } else if let Some(k4f) = k4f {
+                for (t, x) in t.chunks_exact_mut(4).zip(xq.chunks_exact(4)) {
+                    let xs = [x[0].floats(), x[1].floats(), x[2].floats(), x[3].floats()];
+                    k4f(row, xs, t.try_into().expect("four outputs"));
                     done += 4;
                 }
             }
