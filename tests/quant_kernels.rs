@@ -233,7 +233,13 @@ fn outlier_vec(rng: &mut Rng, n: usize) -> Vec<f32> {
 
 /// The types with four-input (prefill) kernels: plain ones, and ones taking the inputs'
 /// scales pre-converted to f32.
-const X4_TYPES: [GgmlType; 3] = [GgmlType::Q4_1, GgmlType::Q4_K, GgmlType::Q6_K];
+const X4_TYPES: [GgmlType; 5] = [
+    GgmlType::Q4_1,
+    GgmlType::Q5_1,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
 const X4_SCALED_TYPES: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0];
 /// Float weights, whose four-input kernels take the inputs as f32.
 const X4_FLOAT_TYPES: [GgmlType; 2] = [GgmlType::F32, GgmlType::F16];
@@ -245,7 +251,8 @@ fn matmul_equals_separate_matvecs_bit_exactly() {
         .into_iter()
         .chain(X4_SCALED_TYPES)
         .chain(X4_FLOAT_TYPES)
-        .chain([GgmlType::Q5_K]);
+        // Scalar-only types: the single-input path of matmul.
+        .chain([GgmlType::Q3_K]);
     for ty in types {
         let bl = ty.block_len();
         // Float rows also get a length that leaves a rest after the 32- and 8-wide steps.

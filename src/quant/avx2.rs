@@ -97,7 +97,9 @@ pub fn kernel4_with(ty: GgmlType, vnni: bool) -> Option<Dot4> {
     let v = |a: Dot4, b: Dot4| Some(if vnni { b } else { a });
     match ty {
         GgmlType::Q4_1 => v(dot4_q4_1_q8_1::<false>, dot4_q4_1_q8_1::<true>),
+        GgmlType::Q5_1 => v(dot4_q5_1_q8_1::<false>, dot4_q5_1_q8_1::<true>),
         GgmlType::Q4_K => Some(dot4_q4_k_q8_k),
+        GgmlType::Q5_K => Some(dot4_q5_k_q8_k),
         GgmlType::Q6_K => Some(dot4_q6_k_q8_k),
         _ => None,
     }
@@ -343,11 +345,11 @@ macro_rules! safe_wrapper4_v {
         fn $name<const V: bool>(w: &[u8], x: [&[u8]; 4], out: &mut [f32; 4]) {
             #[target_feature(enable = "avx2,fma,f16c")]
             unsafe fn plain(w: *const u8, x: [*const u8; 4], nb: usize, out: &mut [f32; 4]) {
-                $body::<false>(w, x, nb, out)
+                $body::<false, $wbb>(w, x, nb, out)
             }
             #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
             unsafe fn vnni(w: *const u8, x: [*const u8; 4], nb: usize, out: &mut [f32; 4]) {
-                $body::<true>(w, x, nb, out)
+                $body::<true, $wbb>(w, x, nb, out)
             }
             let nb = w.len() / $wbb;
             for x in x {
@@ -387,8 +389,11 @@ macro_rules! safe_wrapper4 {
     };
 }
 
+// The weight block size picks the format: 20 Q4_1, 24 Q5_1.
 safe_wrapper4_v!(dot4_q4_1_q8_1, q4_1_q8_1_x4, 20, 36);
+safe_wrapper4_v!(dot4_q5_1_q8_1, q4_1_q8_1_x4, 24, 36);
 safe_wrapper4!(dot4_q4_k_q8_k, q4_k_q8_k_x4, 144, 292);
+safe_wrapper4!(dot4_q5_k_q8_k, q5_k_q8_k_x4, 176, 292);
 safe_wrapper4!(dot4_q6_k_q8_k, q6_k_q8_k_x4, 210, 292);
 
 /// The 32 signed codes of a Q4_0 (`BB` = 18 bytes), Q5_0 (22) or Q8_0 (34) block, as the
@@ -449,24 +454,35 @@ unsafe fn signed32_x4<const V: bool, const BB: usize, const N: usize>(
     }
 }
 
-/// Per input, the floating-point operations of `q4_k_q8_k` (`k4_like`) in the same order.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_k_q8_k_x4(w: *const u8, x: [*const u8; 4], nb: usize, out: &mut [f32; 4]) {
-    let m4 = _mm256_set1_epi8(0x0F);
+    k4_like_x4(w, x, nb, 144, |wb, j| q4k_codes(wb, j), out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_q8_k_x4(w: *const u8, x: [*const u8; 4], nb: usize, out: &mut [f32; 4]) {
+    k4_like_x4(w, x, nb, 176, |wb, j| q5k_codes(wb, j), out)
+}
+
+/// Four inputs, each through the floating-point operations of `k4_like` (Q4_K, Q5_K) in
+/// the same order; a weight block's codes and scales are unpacked once for the four.
+#[inline(always)]
+unsafe fn k4_like_x4(
+    w: *const u8,
+    x: [*const u8; 4],
+    nb: usize,
+    bb: usize,
+    codes: impl Fn(*const u8, usize) -> (__m256i, __m256i),
+    out: &mut [f32; 4],
+) {
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut mins = [0.0f32; 4];
     for i in 0..nb {
-        let wb = w.add(144 * i);
+        let wb = w.add(bb * i);
         let (dw, dminw) = (f16p(wb.add(Q4K_D)), f16p(wb.add(Q4K_DMIN)));
         let (sc, m) = k4_scales_mins(std::slice::from_raw_parts(wb.add(Q4K_SCALES), 12));
         let scv = sc.map(|s| _mm256_set1_epi16(s as i16));
-        let codes = [0, 1, 2, 3].map(|j| {
-            let q = _mm256_loadu_si256(wb.add(Q4K_QS + 32 * j) as *const __m256i);
-            (
-                _mm256_and_si256(q, m4),
-                _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
-            )
-        });
+        let codes = [0, 1, 2, 3].map(|j| codes(wb, j));
         for k in 0..4 {
             let xb = x[k].add(292 * i);
             let dx = f32p(xb);
@@ -546,18 +562,18 @@ unsafe fn q6_k_q8_k_x4(w: *const u8, x: [*const u8; 4], nb: usize, out: &mut [f3
     }
 }
 
-/// Block `i` of a Q4_1 row against four Q8_1 rows, into `acc` and `offs`: `offs` lanes 2k
-/// and 2k+1 hold input k's running sums of d_w * d_x and m_w * s_x (the single kernel's
-/// lanes 0 and 1; only the second is used).
+/// Block `i` of a Q4_1 (`BB` = 20 bytes) or Q5_1 (24) row against four Q8_1 rows, into
+/// `acc` and `offs`: `offs` lanes 2k and 2k+1 hold input k's running sums of d_w * d_x and
+/// m_w * s_x (the single kernels' `ds` lanes 0 and 1; only the second is used).
 #[inline(always)]
-unsafe fn q4_1_step<const V: bool>(
+unsafe fn q4_1_step<const V: bool, const BB: usize>(
     w: *const u8,
     x: &[*const u8; 4],
     i: usize,
     acc: &mut [__m256; 4],
     offs: &mut __m256,
 ) {
-    let wb = w.add(20 * i);
+    let wb = w.add(BB * i);
     let wdm = _mm256_cvtph_ps(_mm_set1_epi32((wb as *const i32).read_unaligned()));
     let xb = [
         x[0].add(36 * i),
@@ -573,7 +589,11 @@ unsafe fn q4_1_step<const V: bool>(
     );
     let ds = _mm256_mul_ps(wdm, _mm256_cvtph_ps(xds));
     *offs = _mm256_add_ps(*offs, ds);
-    let qw = nibbles(wb.add(4));
+    let qw = if BB == 24 {
+        q5_codes(wb.add(4), wb.add(8))
+    } else {
+        nibbles(wb.add(4))
+    };
     for k in 0..4 {
         let d = _mm256_permutevar8x32_ps(ds, _mm256_set1_epi32(2 * k as i32));
         let qx = _mm256_loadu_si256(xb[k].add(4) as *const __m256i);
@@ -581,11 +601,11 @@ unsafe fn q4_1_step<const V: bool>(
     }
 }
 
-/// Four inputs, each through exactly the floating-point operations of `q4_1_q8_1` in the same
-/// order: one accumulator over the blocks in order, the offset products summed in block order,
-/// and the result is `hsum(acc) + offs`.
+/// Four inputs, each through exactly the floating-point operations of `q4_1_q8_1` (or
+/// `q5_1_q8_1`, `BB` = 24) in the same order: one accumulator over the blocks in order, the
+/// offset products summed in block order, and the result is `hsum(acc) + offs`.
 #[inline(always)]
-unsafe fn q4_1_q8_1_x4<const V: bool>(
+unsafe fn q4_1_q8_1_x4<const V: bool, const BB: usize>(
     w: *const u8,
     x: [*const u8; 4],
     nb: usize,
@@ -594,7 +614,7 @@ unsafe fn q4_1_q8_1_x4<const V: bool>(
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut offs = _mm256_setzero_ps();
     for i in 0..nb {
-        q4_1_step::<V>(w, &x, i, &mut acc, &mut offs);
+        q4_1_step::<V, BB>(w, &x, i, &mut acc, &mut offs);
     }
     let mut o = [0.0f32; 8];
     _mm256_storeu_ps(o.as_mut_ptr(), offs);
@@ -1055,37 +1075,45 @@ unsafe fn k4_like(
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_k_q8_k(w: *const u8, x: *const u8, nb: usize) -> f32 {
-    let m4 = _mm256_set1_epi8(0x0F);
-    k4_like(w, x, nb, 144, |wb, j| {
-        let q = _mm256_loadu_si256(wb.add(Q4K_QS + 32 * j) as *const __m256i);
-        (
-            _mm256_and_si256(q, m4),
-            _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
-        )
-    })
+    k4_like(w, x, nb, 144, |wb, j| q4k_codes(wb, j))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q5_k_q8_k(w: *const u8, x: *const u8, nb: usize) -> f32 {
+    k4_like(w, x, nb, 176, |wb, j| q5k_codes(wb, j))
+}
+
+/// The 64 codes of chunk `j` of a Q4_K block (see `k4_like`).
+#[inline(always)]
+unsafe fn q4k_codes(wb: *const u8, j: usize) -> (__m256i, __m256i) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let q = _mm256_loadu_si256(wb.add(Q4K_QS + 32 * j) as *const __m256i);
+    (
+        _mm256_and_si256(q, m4),
+        _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+    )
+}
+
+/// The 64 codes of chunk `j` of a Q5_K block (see `k4_like`).
+#[inline(always)]
+unsafe fn q5k_codes(wb: *const u8, j: usize) -> (__m256i, __m256i) {
     let m4 = _mm256_set1_epi8(0x0F);
     let one = _mm256_set1_epi8(1);
-    k4_like(w, x, nb, 176, |wb, j| {
-        let q = _mm256_loadu_si256(wb.add(Q5K_QS + 32 * j) as *const __m256i);
-        let h = _mm256_loadu_si256(wb.add(Q5K_QH) as *const __m256i);
-        let sh = _mm_cvtsi32_si128(2 * j as i32);
-        let h0 = _mm256_and_si256(_mm256_srl_epi16(h, sh), one);
-        let h1 = _mm256_and_si256(
-            _mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * j as i32 + 1)),
-            one,
-        );
-        (
-            _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16(h0, 4)),
-            _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
-                _mm256_slli_epi16(h1, 4),
-            ),
-        )
-    })
+    let q = _mm256_loadu_si256(wb.add(Q5K_QS + 32 * j) as *const __m256i);
+    let h = _mm256_loadu_si256(wb.add(Q5K_QH) as *const __m256i);
+    let sh = _mm_cvtsi32_si128(2 * j as i32);
+    let h0 = _mm256_and_si256(_mm256_srl_epi16(h, sh), one);
+    let h1 = _mm256_and_si256(
+        _mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * j as i32 + 1)),
+        one,
+    );
+    (
+        _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16(h0, 4)),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+            _mm256_slli_epi16(h1, 4),
+        ),
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
