@@ -100,9 +100,9 @@ pub fn gather_matvec(w: &QMatrix, rows: &[u32], x: &QuantizedVec, y: &mut [f32])
 }
 
 /// Prefill product: `xs` holds n = xs.len() / cols inputs (row-major n × cols), `ys` receives
-/// n × rows (`ys[b * rows + r]`). All inputs are quantised once; each weight row is then
-/// read from memory once and reused for every input while it sits in L1.
-/// Groups of four inputs go through the four-input kernels, which perform for each input
+/// n × rows (`ys[b * rows + r]`). All inputs are quantised once; each tile of weight rows is
+/// then read from memory once and reused for every input while it sits in L2.
+/// Groups of eight or four inputs go through the multi-input kernels, which perform for each input
 /// exactly the floating-point operations of the single-input kernel `matvec` uses, in the
 /// same order: results are bit-identical however tokens are batched (a batched prompt gives
 /// the logits of decoding it token by token; SmolLM2's massive activations would amplify any
