@@ -135,6 +135,12 @@ const PREFILL: &[Case] = &[
     c(Q4_1, 576, 1536),
     c(Q8_0, 1536, 576),
     c(Q4_K, 896, 4864),
+    c(Q5_K, 896, 4864),
+    c(Q5_1, 576, 1536),
+    // The 1B-class FFN of the synthetic benchmark models (`powerinfer synth`, f16 by default).
+    c(Q4_0, 2048, 8192),
+    c(Q8_0, 2048, 8192),
+    c(F16, 2048, 8192),
 ];
 
 /// Prefill: 64 inputs through one matrix; the counter is weight bytes × inputs, so GB/s is

@@ -234,21 +234,36 @@ fn outlier_vec(rng: &mut Rng, n: usize) -> Vec<f32> {
 
 /// The types with four-input (prefill) kernels: plain ones, and ones taking the inputs'
 /// scales pre-converted to f32.
-const X4_TYPES: [GgmlType; 3] = [GgmlType::Q4_1, GgmlType::Q4_K, GgmlType::Q6_K];
-const X4_SCALED_TYPES: [GgmlType; 2] = [GgmlType::Q5_0, GgmlType::Q8_0];
+const X4_TYPES: [GgmlType; 5] = [
+    GgmlType::Q4_1,
+    GgmlType::Q5_1,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+const X4_SCALED_TYPES: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0];
+/// Float weights, whose four-input kernels take the inputs as f32.
+const X4_FLOAT_TYPES: [GgmlType; 2] = [GgmlType::F32, GgmlType::F16];
 
 #[test]
 fn matmul_equals_separate_matvecs_bit_exactly() {
     let mut rng = Rng::new(6);
-    let types = X4_TYPES.into_iter().chain(X4_SCALED_TYPES).chain([
-        GgmlType::Q4_0,
-        GgmlType::Q5_K,
-        GgmlType::F16,
-    ]);
+    let types = X4_TYPES
+        .into_iter()
+        .chain(X4_SCALED_TYPES)
+        .chain(X4_FLOAT_TYPES)
+        // Scalar-only types: the single-input path of matmul.
+        .chain([GgmlType::Q3_K]);
     for ty in types {
         let bl = ty.block_len();
+        // Float rows also get a length that leaves a rest after the 32- and 8-wide steps.
+        let rest = if bl == 1 { 13 } else { 0 };
         // Serial and parallel paths, odd and even block counts.
-        for (rows, cols) in [(64, 3 * bl.max(32)), (576, 1536), (300, 5 * bl.max(32))] {
+        for (rows, cols) in [
+            (64, 3 * bl.max(32) + rest),
+            (576, 1536),
+            (300, 5 * bl.max(32) + rest),
+        ] {
             let data = random_matrix(&mut rng, ty, rows, cols);
             let w = QMatrix::new(ty, rows, cols, &data).unwrap();
             for n in 1..=9 {
@@ -348,7 +363,7 @@ fn eight_input_kernels_bit_identical_to_single_kernels() {
         }
     }
     let variants = if avx2::has_vnni() { 2 } else { 1 };
-    assert_eq!(checked, 2 * 22 * 8 * variants);
+    assert_eq!(checked, X4_SCALED_TYPES.len() * 22 * 8 * variants);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -414,6 +429,7 @@ fn four_input_kernels_bit_identical_to_single_kernels() {
     let mut rng = Rng::new(7);
     let mut pairs = 0;
     let mut scaled = 0;
+    let mut float = 0;
     for ty in DOT_TYPES {
         assert_eq!(avx2::kernel4(ty).is_some(), X4_TYPES.contains(&ty), "{ty}");
         assert_eq!(
@@ -421,20 +437,34 @@ fn four_input_kernels_bit_identical_to_single_kernels() {
             X4_SCALED_TYPES.contains(&ty),
             "{ty}"
         );
+        assert_eq!(
+            avx2::kernel4_float(ty).is_some(),
+            X4_FLOAT_TYPES.contains(&ty),
+            "{ty}"
+        );
         // Each four-input variant against the single kernel of the same variant (the one
-        // `matvec` uses where it is the best this CPU has).
+        // `matvec` uses where it is the best this CPU has). For float weights the flag picks
+        // the AVX-512 VL build of the four-input kernel; the single kernel has one build.
         for vnni in [false, true] {
             let k4 = avx2::kernel4_with(ty, vnni);
             let k4s = avx2::kernel4_scaled_with(ty, vnni);
-            if k4.is_none() && k4s.is_none() {
+            let k4f = avx2::kernel4_float_with(ty, vnni);
+            if k4.is_none() && k4s.is_none() && k4f.is_none() {
                 continue;
             }
-            let k1 = avx2::kernel_with(ty, vnni).unwrap();
+            let k1 = avx2::kernel_with(ty, vnni && k4f.is_none()).unwrap();
             pairs += 1;
             let bl = ty.block_len().max(32);
+            // Float rows also at lengths that end in 8-wide steps and a scalar rest.
+            let rests: &[usize] = if k4f.is_some() {
+                &[1, 7, 8, 13, 40, 77, 8192 + 21]
+            } else {
+                &[]
+            };
             let lengths = (1..=20)
                 .map(|k| k * bl)
-                .chain([8192, 8192 + bl, 8192 + 3 * bl]);
+                .chain([8192, 8192 + bl, 8192 + 3 * bl])
+                .chain(rests.iter().copied());
             for n in lengths {
                 for trial in 0..3 {
                     let row = random_row(&mut rng, ty, n);
@@ -450,7 +480,11 @@ fn four_input_kernels_bit_identical_to_single_kernels() {
                         .collect();
                     let mut out = [f32::NAN; 4];
                     let xb = [xs[0].bytes(), xs[1].bytes(), xs[2].bytes(), xs[3].bytes()];
-                    if let Some(k4) = k4 {
+                    if let Some(k4f) = k4f {
+                        let xf = [0, 1, 2, 3].map(|i| xs[i].floats());
+                        k4f(&row, xf, &mut out);
+                        float += 1;
+                    } else if let Some(k4) = k4 {
                         k4(&row, xb, &mut out);
                     } else if let Some(k4s) = k4s {
                         let ds = f32_scales(&xb);
@@ -476,9 +510,14 @@ fn four_input_kernels_bit_identical_to_single_kernels() {
         }
     }
     let variants = if avx2::has_vnni() { 2 } else { 1 };
-    assert_eq!(pairs, (X4_TYPES.len() + X4_SCALED_TYPES.len()) * variants);
-    // Q5_0 and Q8_0, every length and trial, per variant.
-    assert_eq!(scaled, 2 * 23 * 3 * variants);
+    let float_variants = if avx2::has_avx512vl() { 2 } else { 1 };
+    assert_eq!(
+        pairs,
+        (X4_TYPES.len() + X4_SCALED_TYPES.len()) * variants + X4_FLOAT_TYPES.len() * float_variants
+    );
+    // Every scaled type, length and trial, per variant.
+    assert_eq!(scaled, X4_SCALED_TYPES.len() * 23 * 3 * variants);
+    assert_eq!(float, X4_FLOAT_TYPES.len() * 30 * 3 * float_variants);
 }
 
 #[cfg(target_arch = "x86_64")]

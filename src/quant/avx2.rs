@@ -31,6 +31,14 @@ pub fn has_vnni() -> bool {
     })
 }
 
+/// Whether the CPU has AVX-512 F and VL: 32 vector registers for 256-bit code, detected once.
+pub fn has_avx512vl() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        available() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl")
+    })
+}
+
 /// The best kernel of this module for weights of type `ty`, if the CPU supports one.
 pub fn kernel(ty: GgmlType) -> Option<DotKernel> {
     kernel_with(ty, has_vnni())
@@ -75,7 +83,7 @@ pub fn kernel_with(ty: GgmlType, vnni: bool) -> Option<DotKernel> {
 pub type Dot4 = fn(&[u8], [&[u8]; 4], &mut [f32; 4]);
 
 /// The best four-input kernel for weights of type `ty`, where one exists and the CPU
-/// supports it. Q5_0 and Q8_0 have the scaled kind instead ([`kernel4_scaled`]).
+/// supports it. Q4_0, Q5_0 and Q8_0 have the scaled kind instead ([`kernel4_scaled`]).
 pub fn kernel4(ty: GgmlType) -> Option<Dot4> {
     kernel4_with(ty, has_vnni())
 }
@@ -89,19 +97,126 @@ pub fn kernel4_with(ty: GgmlType, vnni: bool) -> Option<Dot4> {
     let v = |a: Dot4, b: Dot4| Some(if vnni { b } else { a });
     match ty {
         GgmlType::Q4_1 => v(dot4_q4_1_q8_1::<false>, dot4_q4_1_q8_1::<true>),
+        GgmlType::Q5_1 => v(dot4_q5_1_q8_1::<false>, dot4_q5_1_q8_1::<true>),
         GgmlType::Q4_K => Some(dot4_q4_k_q8_k),
+        GgmlType::Q5_K => Some(dot4_q5_k_q8_k),
         GgmlType::Q6_K => Some(dot4_q6_k_q8_k),
         _ => None,
     }
 }
 
-/// A four-input kernel for Q5_0 / Q8_0 weights whose Q8_0 inputs come with their block
+/// A four-input kernel for float weights (F16, F32), whose inputs stay f32: each weight vector
+/// is loaded (and for F16 converted) once for the four inputs. Per input it performs exactly
+/// the floating-point operations of `dot_f16` / `dot_f32` in the same order.
+pub type Dot4F = fn(&[u8], [&[f32]; 4], &mut [f32; 4]);
+
+/// The best four-input kernel for float weights of type `ty` (F16, F32), if supported.
+pub fn kernel4_float(ty: GgmlType) -> Option<Dot4F> {
+    kernel4_float_with(ty, has_avx512vl())
+}
+
+/// The four-input float kernel for `ty`; with `wide` compiled for AVX-512 VL, whose 32 vector
+/// registers hold all four inputs' accumulators (without, the inputs go by pairs to avoid
+/// spilling). Both match `kernel_with(ty, _)` bit for bit. `None` if unsupported here.
+pub fn kernel4_float_with(ty: GgmlType, wide: bool) -> Option<Dot4F> {
+    if !available() || (wide && !has_avx512vl()) {
+        return None;
+    }
+    let v = |a: Dot4F, b: Dot4F| Some(if wide { b } else { a });
+    match ty {
+        GgmlType::F16 => v(dot4_float::<true, false>, dot4_float::<true, true>),
+        GgmlType::F32 => v(dot4_float::<false, false>, dot4_float::<false, true>),
+        _ => None,
+    }
+}
+
+fn dot4_float<const HALF: bool, const WIDE: bool>(w: &[u8], x: [&[f32]; 4], out: &mut [f32; 4]) {
+    type P = [*const f32; 4];
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn plain<const HALF: bool>(w: *const u8, x: P, n: usize, out: &mut [f32; 4]) {
+        let (lo, hi) = out.split_at_mut(2);
+        float_xn::<HALF, 2>(w, [x[0], x[1]], n, lo);
+        float_xn::<HALF, 2>(w, [x[2], x[3]], n, hi);
+    }
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+    unsafe fn wide<const HALF: bool>(w: *const u8, x: P, n: usize, out: &mut [f32; 4]) {
+        float_xn::<HALF, 4>(w, x, n, out)
+    }
+    let n = w.len() / if HALF { 2 } else { 4 };
+    for x in x {
+        assert!(x.len() >= n, "activation row shorter than weight row");
+    }
+    let xp = x.map(|x| x.as_ptr());
+    // SAFETY: handed out by `kernel4_float_with` only when the features are present; lengths
+    // checked.
+    unsafe {
+        if WIDE {
+            wide::<HALF>(w.as_ptr(), xp, n, out)
+        } else {
+            plain::<HALF>(w.as_ptr(), xp, n, out)
+        }
+    }
+}
+
+/// `N` f32 rows against one F16 (`HALF`) or F32 weight row of `n` values. Per input, the
+/// float operations of `f16_f32` / `f32_f32` in the same order: four accumulators over steps
+/// of 32, the rest by 8 into the first, the same pairwise combination and `hsum`, then the
+/// scalar tail.
+#[inline(always)]
+unsafe fn float_xn<const HALF: bool, const N: usize>(
+    w: *const u8,
+    x: [*const f32; N],
+    n: usize,
+    out: &mut [f32],
+) {
+    let ld = |o: usize| {
+        if HALF {
+            _mm256_cvtph_ps(_mm_loadu_si128(w.add(2 * o) as *const __m128i))
+        } else {
+            _mm256_loadu_ps((w as *const f32).add(o))
+        }
+    };
+    let mut acc = [[_mm256_setzero_ps(); 4]; N];
+    let mut i = 0;
+    while i + 32 <= n {
+        let wv = [0, 1, 2, 3].map(|k| ld(i + 8 * k));
+        for (a, x) in acc.iter_mut().zip(&x) {
+            for k in 0..4 {
+                let o = i + 8 * k;
+                a[k] = _mm256_fmadd_ps(wv[k], _mm256_loadu_ps(x.add(o)), a[k]);
+            }
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        let wv = ld(i);
+        for (a, x) in acc.iter_mut().zip(&x) {
+            a[0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.add(i)), a[0]);
+        }
+        i += 8;
+    }
+    for ((a, x), out) in acc.iter().zip(&x).zip(out) {
+        let s = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+        let mut sum = hsum_ps(s);
+        for t in i..n {
+            let wt = if HALF {
+                f16p(w.add(2 * t))
+            } else {
+                (w as *const f32).add(t).read_unaligned()
+            };
+            sum += wt * *x.add(t);
+        }
+        *out = sum;
+    }
+}
+
+/// A four-input kernel for Q4_0 / Q5_0 / Q8_0 weights whose Q8_0 inputs come with their block
 /// scales already converted to f32 (see [`q8_0_scales`]): the per-row f16 conversions of
 /// the activation scales are hoisted out of the matmul. Bit-identical to the single-input
 /// kernel (f16 -> f32 is exact; the same products in the same order).
 pub type Dot4S = fn(&[u8], [&[u8]; 4], [&[f32]; 4], &mut [f32; 4]);
 
-/// The best scaled four-input kernel for weights of type `ty` (Q5_0, Q8_0), if supported.
+/// The best scaled four-input kernel for weights of type `ty` (Q4_0, Q5_0, Q8_0), if supported.
 pub fn kernel4_scaled(ty: GgmlType) -> Option<Dot4S> {
     kernel4_scaled_with(ty, has_vnni())
 }
@@ -116,6 +231,7 @@ pub fn kernel4_scaled_with(ty: GgmlType, vnni: bool) -> Option<Dot4S> {
     match ty {
         GgmlType::Q8_0 => v(dot4s_q8_0_q8_0::<false>, dot4s_q8_0_q8_0::<true>),
         GgmlType::Q5_0 => v(dot4s_q5_0_q8_0::<false>, dot4s_q5_0_q8_0::<true>),
+        GgmlType::Q4_0 => v(dot4s_q4_0_q8_0::<false>, dot4s_q4_0_q8_0::<true>),
         _ => None,
     }
 }
@@ -123,7 +239,7 @@ pub fn kernel4_scaled_with(ty: GgmlType, vnni: bool) -> Option<Dot4S> {
 /// [`Dot4S`] for eight inputs at once: the weight block is unpacked once for eight.
 pub type Dot8S = fn(&[u8], [&[u8]; 8], [&[f32]; 8], &mut [f32; 8]);
 
-/// The best eight-input scaled kernel for `ty` (Q5_0, Q8_0), if supported. Only offered
+/// The best eight-input scaled kernel for `ty` (Q4_0, Q5_0, Q8_0), if supported. Only offered
 /// with AVX-512 VNNI, whose 32 vector registers hold the eight inputs' accumulators.
 pub fn kernel8_scaled(ty: GgmlType) -> Option<Dot8S> {
     if !has_vnni() {
@@ -142,6 +258,7 @@ pub fn kernel8_scaled_with(ty: GgmlType, vnni: bool) -> Option<Dot8S> {
     match ty {
         GgmlType::Q8_0 => v(dot8s_q8_0_q8_0::<false>, dot8s_q8_0_q8_0::<true>),
         GgmlType::Q5_0 => v(dot8s_q5_0_q8_0::<false>, dot8s_q5_0_q8_0::<true>),
+        GgmlType::Q4_0 => v(dot8s_q4_0_q8_0::<false>, dot8s_q4_0_q8_0::<true>),
         _ => None,
     }
 }
@@ -155,17 +272,17 @@ pub fn q8_0_scales(x: &[u8], out: &mut Vec<f32>) {
 }
 
 macro_rules! safe_wrapper4s_v {
-    ($name:ident, $q5:expr, $wbb:expr, $n:expr) => {
+    ($name:ident, $wbb:expr, $n:expr) => {
         fn $name<const V: bool>(w: &[u8], x: [&[u8]; $n], xd: [&[f32]; $n], out: &mut [f32; $n]) {
             type P = [*const u8; $n];
             type D = [*const f32; $n];
             #[target_feature(enable = "avx2,fma,f16c")]
             unsafe fn plain(w: *const u8, x: P, xd: D, nb: usize, out: &mut [f32; $n]) {
-                signed32_x4::<false, { $q5 }, $n>(w, x, xd, nb, out)
+                signed32_x4::<false, $wbb, $n>(w, x, xd, nb, out)
             }
             #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
             unsafe fn vnni(w: *const u8, x: P, xd: D, nb: usize, out: &mut [f32; $n]) {
-                signed32_x4::<true, { $q5 }, $n>(w, x, xd, nb, out)
+                signed32_x4::<true, $wbb, $n>(w, x, xd, nb, out)
             }
             let nb = w.len() / $wbb;
             for (x, xd) in x.iter().zip(&xd) {
@@ -188,10 +305,13 @@ macro_rules! safe_wrapper4s_v {
     };
 }
 
-safe_wrapper4s_v!(dot4s_q8_0_q8_0, false, 34, 4);
-safe_wrapper4s_v!(dot4s_q5_0_q8_0, true, 22, 4);
-safe_wrapper4s_v!(dot8s_q8_0_q8_0, false, 34, 8);
-safe_wrapper4s_v!(dot8s_q5_0_q8_0, true, 22, 8);
+// The weight block size picks the format: 18 Q4_0, 22 Q5_0, 34 Q8_0.
+safe_wrapper4s_v!(dot4s_q4_0_q8_0, 18, 4);
+safe_wrapper4s_v!(dot4s_q5_0_q8_0, 22, 4);
+safe_wrapper4s_v!(dot4s_q8_0_q8_0, 34, 4);
+safe_wrapper4s_v!(dot8s_q4_0_q8_0, 18, 8);
+safe_wrapper4s_v!(dot8s_q5_0_q8_0, 22, 8);
+safe_wrapper4s_v!(dot8s_q8_0_q8_0, 34, 8);
 
 /// A wrapper generic over VNNI: `V = false` runs the AVX2 body, `V = true` the same body
 /// compiled with AVX-512 VNNI (+VL) enabled.
@@ -225,11 +345,11 @@ macro_rules! safe_wrapper4_v {
         fn $name<const V: bool>(w: &[u8], x: [&[u8]; 4], out: &mut [f32; 4]) {
             #[target_feature(enable = "avx2,fma,f16c")]
             unsafe fn plain(w: *const u8, x: [*const u8; 4], nb: usize, out: &mut [f32; 4]) {
-                $body::<false>(w, x, nb, out)
+                $body::<false, $wbb>(w, x, nb, out)
             }
             #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
             unsafe fn vnni(w: *const u8, x: [*const u8; 4], nb: usize, out: &mut [f32; 4]) {
-                $body::<true>(w, x, nb, out)
+                $body::<true, $wbb>(w, x, nb, out)
             }
             let nb = w.len() / $wbb;
             for x in x {
@@ -269,51 +389,56 @@ macro_rules! safe_wrapper4 {
     };
 }
 
+// The weight block size picks the format: 20 Q4_1, 24 Q5_1.
 safe_wrapper4_v!(dot4_q4_1_q8_1, q4_1_q8_1_x4, 20, 36);
+safe_wrapper4_v!(dot4_q5_1_q8_1, q4_1_q8_1_x4, 24, 36);
 safe_wrapper4!(dot4_q4_k_q8_k, q4_k_q8_k_x4, 144, 292);
+safe_wrapper4!(dot4_q5_k_q8_k, q5_k_q8_k_x4, 176, 292);
 safe_wrapper4!(dot4_q6_k_q8_k, q6_k_q8_k_x4, 210, 292);
 
-/// The 32 signed codes of a Q5_0 (`Q5`) or Q8_0 block.
+/// The 32 signed codes of a Q4_0 (`BB` = 18 bytes), Q5_0 (22) or Q8_0 (34) block, as the
+/// single-input kernels form them.
 #[inline(always)]
-unsafe fn signed32_codes<const Q5: bool>(wb: *const u8) -> __m256i {
-    if Q5 {
-        _mm256_sub_epi8(q5_codes(wb.add(2), wb.add(6)), _mm256_set1_epi8(16))
-    } else {
-        _mm256_loadu_si256(wb.add(2) as *const __m256i)
+unsafe fn signed32_codes<const BB: usize>(wb: *const u8) -> __m256i {
+    match BB {
+        18 => _mm256_sub_epi8(nibbles(wb.add(2)), _mm256_set1_epi8(8)),
+        22 => _mm256_sub_epi8(q5_codes(wb.add(2), wb.add(6)), _mm256_set1_epi8(16)),
+        _ => _mm256_loadu_si256(wb.add(2) as *const __m256i),
     }
 }
 
-/// Block `i` of a Q5_0 (`Q5`) or Q8_0 row against `N` Q8_0 rows, into `acc`; `xd` holds each
-/// input's block scales pre-converted (exactly) from f16 to f32.
+/// Block `i` of a Q4_0, Q5_0 or Q8_0 row (`BB` bytes a block) against `N` Q8_0 rows, into
+/// `acc`; `xd` holds each input's block scales pre-converted (exactly) from f16 to f32.
 #[inline(always)]
-unsafe fn signed32_step<const V: bool, const Q5: bool, const N: usize>(
+unsafe fn signed32_step<const V: bool, const BB: usize, const N: usize>(
     w: *const u8,
     x: &[*const u8; N],
     xd: &[*const f32; N],
     i: usize,
     acc: &mut [__m256; N],
 ) {
-    let wb = w.add(if Q5 { 22 } else { 34 } * i);
-    let dw = f16p(wb);
-    let qw = signed32_codes::<Q5>(wb);
+    let wb = w.add(BB * i);
+    // Broadcast, not the scalar `f16p` (see `scale_product`).
+    let dw = f16_splat(wb);
+    let qw = signed32_codes::<BB>(wb);
     // |w| and the sign to move onto x, computed once for the four inputs.
     let aw = _mm256_sign_epi8(qw, qw);
     for k in 0..N {
         let xb = x[k].add(34 * i);
-        let d = _mm256_set1_ps(dw * xd[k].add(i).read());
+        let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*xd[k].add(i)));
         let qx = _mm256_loadu_si256(xb.add(2) as *const __m256i);
         acc[k] = _mm256_fmadd_ps(d, mul_us8_ps::<V>(aw, _mm256_sign_epi8(qx, qw)), acc[k]);
     }
 }
 
-/// Q5_0 (`Q5`) or Q8_0 weight blocks against `N` Q8_0 rows.
+/// Q4_0, Q5_0 or Q8_0 weight blocks (`BB` bytes each) against `N` Q8_0 rows.
 ///
 /// For each input this performs exactly the floating-point operations of the matching
 /// single-input kernel, in the same order, so batched and one-by-one results are
-/// bit-identical: one accumulator over the blocks in order, then `hsum`, as in `q8_0_q8_0`
-/// and `q5_0_q8_0`.
+/// bit-identical: one accumulator over the blocks in order, then `hsum`, as in `q4_0_q8_0`,
+/// `q5_0_q8_0` and `q8_0_q8_0`.
 #[inline(always)]
-unsafe fn signed32_x4<const V: bool, const Q5: bool, const N: usize>(
+unsafe fn signed32_x4<const V: bool, const BB: usize, const N: usize>(
     w: *const u8,
     x: [*const u8; N],
     xd: [*const f32; N],
@@ -322,31 +447,42 @@ unsafe fn signed32_x4<const V: bool, const Q5: bool, const N: usize>(
 ) {
     let mut acc = [_mm256_setzero_ps(); N];
     for i in 0..nb {
-        signed32_step::<V, Q5, N>(w, &x, &xd, i, &mut acc);
+        signed32_step::<V, BB, N>(w, &x, &xd, i, &mut acc);
     }
     for k in 0..N {
         out[k] = hsum_ps(acc[k]);
     }
 }
 
-/// Per input, the floating-point operations of `q4_k_q8_k` (`k4_like`) in the same order.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_k_q8_k_x4(w: *const u8, x: [*const u8; 4], nb: usize, out: &mut [f32; 4]) {
-    let m4 = _mm256_set1_epi8(0x0F);
+    k4_like_x4(w, x, nb, 144, |wb, j| q4k_codes(wb, j), out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_q8_k_x4(w: *const u8, x: [*const u8; 4], nb: usize, out: &mut [f32; 4]) {
+    k4_like_x4(w, x, nb, 176, |wb, j| q5k_codes(wb, j), out)
+}
+
+/// Four inputs, each through the floating-point operations of `k4_like` (Q4_K, Q5_K) in
+/// the same order; a weight block's codes and scales are unpacked once for the four.
+#[inline(always)]
+unsafe fn k4_like_x4(
+    w: *const u8,
+    x: [*const u8; 4],
+    nb: usize,
+    bb: usize,
+    codes: impl Fn(*const u8, usize) -> (__m256i, __m256i),
+    out: &mut [f32; 4],
+) {
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut mins = [0.0f32; 4];
     for i in 0..nb {
-        let wb = w.add(144 * i);
+        let wb = w.add(bb * i);
         let (dw, dminw) = (f16p(wb.add(Q4K_D)), f16p(wb.add(Q4K_DMIN)));
         let (sc, m) = k4_scales_mins(std::slice::from_raw_parts(wb.add(Q4K_SCALES), 12));
         let scv = sc.map(|s| _mm256_set1_epi16(s as i16));
-        let codes = [0, 1, 2, 3].map(|j| {
-            let q = _mm256_loadu_si256(wb.add(Q4K_QS + 32 * j) as *const __m256i);
-            (
-                _mm256_and_si256(q, m4),
-                _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
-            )
-        });
+        let codes = [0, 1, 2, 3].map(|j| codes(wb, j));
         for k in 0..4 {
             let xb = x[k].add(292 * i);
             let dx = f32p(xb);
@@ -426,18 +562,18 @@ unsafe fn q6_k_q8_k_x4(w: *const u8, x: [*const u8; 4], nb: usize, out: &mut [f3
     }
 }
 
-/// Block `i` of a Q4_1 row against four Q8_1 rows, into `acc` and `offs`: `offs` lanes 2k
-/// and 2k+1 hold input k's running sums of d_w * d_x and m_w * s_x (the single kernel's
-/// lanes 0 and 1; only the second is used).
+/// Block `i` of a Q4_1 (`BB` = 20 bytes) or Q5_1 (24) row against four Q8_1 rows, into
+/// `acc` and `offs`: `offs` lanes 2k and 2k+1 hold input k's running sums of d_w * d_x and
+/// m_w * s_x (the single kernels' `ds` lanes 0 and 1; only the second is used).
 #[inline(always)]
-unsafe fn q4_1_step<const V: bool>(
+unsafe fn q4_1_step<const V: bool, const BB: usize>(
     w: *const u8,
     x: &[*const u8; 4],
     i: usize,
     acc: &mut [__m256; 4],
     offs: &mut __m256,
 ) {
-    let wb = w.add(20 * i);
+    let wb = w.add(BB * i);
     let wdm = _mm256_cvtph_ps(_mm_set1_epi32((wb as *const i32).read_unaligned()));
     let xb = [
         x[0].add(36 * i),
@@ -453,7 +589,11 @@ unsafe fn q4_1_step<const V: bool>(
     );
     let ds = _mm256_mul_ps(wdm, _mm256_cvtph_ps(xds));
     *offs = _mm256_add_ps(*offs, ds);
-    let qw = nibbles(wb.add(4));
+    let qw = if BB == 24 {
+        q5_codes(wb.add(4), wb.add(8))
+    } else {
+        nibbles(wb.add(4))
+    };
     for k in 0..4 {
         let d = _mm256_permutevar8x32_ps(ds, _mm256_set1_epi32(2 * k as i32));
         let qx = _mm256_loadu_si256(xb[k].add(4) as *const __m256i);
@@ -461,11 +601,11 @@ unsafe fn q4_1_step<const V: bool>(
     }
 }
 
-/// Four inputs, each through exactly the floating-point operations of `q4_1_q8_1` in the same
-/// order: one accumulator over the blocks in order, the offset products summed in block order,
-/// and the result is `hsum(acc) + offs`.
+/// Four inputs, each through exactly the floating-point operations of `q4_1_q8_1` (or
+/// `q5_1_q8_1`, `BB` = 24) in the same order: one accumulator over the blocks in order, the
+/// offset products summed in block order, and the result is `hsum(acc) + offs`.
 #[inline(always)]
-unsafe fn q4_1_q8_1_x4<const V: bool>(
+unsafe fn q4_1_q8_1_x4<const V: bool, const BB: usize>(
     w: *const u8,
     x: [*const u8; 4],
     nb: usize,
@@ -474,7 +614,7 @@ unsafe fn q4_1_q8_1_x4<const V: bool>(
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut offs = _mm256_setzero_ps();
     for i in 0..nb {
-        q4_1_step::<V>(w, &x, i, &mut acc, &mut offs);
+        q4_1_step::<V, BB>(w, &x, i, &mut acc, &mut offs);
     }
     let mut o = [0.0f32; 8];
     _mm256_storeu_ps(o.as_mut_ptr(), offs);
@@ -666,6 +806,23 @@ pub(super) unsafe fn f16x2(p: *const u8) -> __m128 {
     _mm_cvtph_ps(_mm_cvtsi32_si128(bits))
 }
 
+/// d_w * d_x, the product of two blocks' f16 scales, in all eight lanes. Converted as
+/// broadcasts so that every lane is used: through the scalar `f16p`, LLVM loads each f16
+/// with `vpinsrw` into an arbitrary register (the other lanes being dead), often the
+/// accumulator, and that false dependency chained each block's scales onto the previous
+/// block's FMA (Q4_0 and Q8_0 matvec ran about 3x slower than Q4_1). Same value as
+/// `f16p(w) * f16p(x)`: f16 -> f32 is exact and the lanes multiply as the scalar would.
+#[inline(always)]
+unsafe fn scale_product(w: *const u8, x: *const u8) -> __m256 {
+    _mm256_mul_ps(f16_splat(w), f16_splat(x))
+}
+
+/// One f16 converted into all eight lanes.
+#[inline(always)]
+unsafe fn f16_splat(p: *const u8) -> __m256 {
+    _mm256_cvtph_ps(_mm_set1_epi16((p as *const i16).read_unaligned()))
+}
+
 #[inline(always)]
 unsafe fn f32p(p: *const u8) -> f32 {
     (p as *const f32).read_unaligned()
@@ -774,7 +931,7 @@ unsafe fn f16_f32(w: *const u8, x: *const f32, n: usize) -> f32 {
 unsafe fn q8_0_q8_0<const V: bool>(w: *const u8, x: *const u8, nb: usize) -> f32 {
     #[inline(always)]
     unsafe fn block<const V: bool>(wb: *const u8, xb: *const u8, acc: __m256) -> __m256 {
-        let d = _mm256_set1_ps(f16p(wb) * f16p(xb));
+        let d = scale_product(wb, xb);
         let qw = _mm256_loadu_si256(wb.add(2) as *const __m256i);
         let qx = _mm256_loadu_si256(xb.add(2) as *const __m256i);
         _mm256_fmadd_ps(d, mul_s8_ps::<V>(qw, qx), acc)
@@ -792,7 +949,7 @@ unsafe fn q4_0_q8_0<const V: bool>(w: *const u8, x: *const u8, nb: usize) -> f32
     let mut acc = _mm256_setzero_ps();
     for i in 0..nb {
         let (wb, xb) = (w.add(18 * i), x.add(34 * i));
-        let d = _mm256_set1_ps(f16p(wb) * f16p(xb));
+        let d = scale_product(wb, xb);
         let qw = _mm256_sub_epi8(nibbles(wb.add(2)), _mm256_set1_epi8(8));
         let qx = _mm256_loadu_si256(xb.add(2) as *const __m256i);
         acc = _mm256_fmadd_ps(d, mul_s8_ps::<V>(qw, qx), acc);
@@ -839,7 +996,7 @@ unsafe fn q5_0_q8_0<const V: bool>(w: *const u8, x: *const u8, nb: usize) -> f32
     let mut acc = _mm256_setzero_ps();
     for i in 0..nb {
         let (wb, xb) = (w.add(22 * i), x.add(34 * i));
-        let d = _mm256_set1_ps(f16p(wb) * f16p(xb));
+        let d = scale_product(wb, xb);
         let qw = _mm256_sub_epi8(q5_codes(wb.add(2), wb.add(6)), _mm256_set1_epi8(16));
         let qx = _mm256_loadu_si256(xb.add(2) as *const __m256i);
         acc = _mm256_fmadd_ps(d, mul_s8_ps::<V>(qw, qx), acc);
@@ -853,8 +1010,10 @@ unsafe fn q5_1_q8_1<const V: bool>(w: *const u8, x: *const u8, nb: usize) -> f32
     let mut offs = 0.0f32;
     for i in 0..nb {
         let (wb, xb) = (w.add(24 * i), x.add(36 * i));
-        offs += f16p(wb.add(2)) * f16p(xb.add(2));
-        let d = _mm256_set1_ps(f16p(wb) * f16p(xb));
+        // [d_w * d_x, m_w * s_x] as in `q4_1_q8_1` (see `scale_product` for why not `f16p`).
+        let ds = _mm_mul_ps(f16x2(wb), f16x2(xb));
+        offs += _mm_cvtss_f32(_mm_movehdup_ps(ds));
+        let d = _mm256_broadcastss_ps(ds);
         let qw = q5_codes(wb.add(4), wb.add(8));
         let qx = _mm256_loadu_si256(xb.add(4) as *const __m256i);
         acc = _mm256_fmadd_ps(d, mul_us8_ps::<V>(qw, qx), acc);
@@ -916,37 +1075,45 @@ unsafe fn k4_like(
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_k_q8_k(w: *const u8, x: *const u8, nb: usize) -> f32 {
-    let m4 = _mm256_set1_epi8(0x0F);
-    k4_like(w, x, nb, 144, |wb, j| {
-        let q = _mm256_loadu_si256(wb.add(Q4K_QS + 32 * j) as *const __m256i);
-        (
-            _mm256_and_si256(q, m4),
-            _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
-        )
-    })
+    k4_like(w, x, nb, 144, |wb, j| q4k_codes(wb, j))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q5_k_q8_k(w: *const u8, x: *const u8, nb: usize) -> f32 {
+    k4_like(w, x, nb, 176, |wb, j| q5k_codes(wb, j))
+}
+
+/// The 64 codes of chunk `j` of a Q4_K block (see `k4_like`).
+#[inline(always)]
+unsafe fn q4k_codes(wb: *const u8, j: usize) -> (__m256i, __m256i) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let q = _mm256_loadu_si256(wb.add(Q4K_QS + 32 * j) as *const __m256i);
+    (
+        _mm256_and_si256(q, m4),
+        _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+    )
+}
+
+/// The 64 codes of chunk `j` of a Q5_K block (see `k4_like`).
+#[inline(always)]
+unsafe fn q5k_codes(wb: *const u8, j: usize) -> (__m256i, __m256i) {
     let m4 = _mm256_set1_epi8(0x0F);
     let one = _mm256_set1_epi8(1);
-    k4_like(w, x, nb, 176, |wb, j| {
-        let q = _mm256_loadu_si256(wb.add(Q5K_QS + 32 * j) as *const __m256i);
-        let h = _mm256_loadu_si256(wb.add(Q5K_QH) as *const __m256i);
-        let sh = _mm_cvtsi32_si128(2 * j as i32);
-        let h0 = _mm256_and_si256(_mm256_srl_epi16(h, sh), one);
-        let h1 = _mm256_and_si256(
-            _mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * j as i32 + 1)),
-            one,
-        );
-        (
-            _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16(h0, 4)),
-            _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
-                _mm256_slli_epi16(h1, 4),
-            ),
-        )
-    })
+    let q = _mm256_loadu_si256(wb.add(Q5K_QS + 32 * j) as *const __m256i);
+    let h = _mm256_loadu_si256(wb.add(Q5K_QH) as *const __m256i);
+    let sh = _mm_cvtsi32_si128(2 * j as i32);
+    let h0 = _mm256_and_si256(_mm256_srl_epi16(h, sh), one);
+    let h1 = _mm256_and_si256(
+        _mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * j as i32 + 1)),
+        one,
+    );
+    (
+        _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16(h0, 4)),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+            _mm256_slli_epi16(h1, 4),
+        ),
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
