@@ -819,7 +819,7 @@ unsafe fn scale_product(w: *const u8, x: *const u8) -> __m256 {
 
 /// One f16 converted into all eight lanes.
 #[inline(always)]
-unsafe fn f16_splat(p: *const u8) -> __m256 {
+pub(super) unsafe fn f16_splat(p: *const u8) -> __m256 {
     _mm256_cvtph_ps(_mm_set1_epi16((p as *const i16).read_unaligned()))
 }
 
