@@ -86,7 +86,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let flags_want_sidecar = args.model.sparse || args.model.oracle || args.model.sidecar.is_some();
     let want = match &asked {
-        Some(m) if m.iter().any(FfnMode::needs_sidecar) => SidecarUse::Required,
+        Some(m) if m.iter().any(FfnMode::needs_sidecar) || args.spec.wants_sidecar() => {
+            SidecarUse::Required
+        }
         Some(_) => SidecarUse::No,
         None if flags_want_sidecar || args.spec.wants_sidecar() => SidecarUse::Required,
         None => SidecarUse::IfPresent,
