@@ -9,12 +9,16 @@ use half::f16;
 use super::device::{blocks, Arg, Gpu};
 use super::weight::kernel_suffix;
 use super::{CudaError, CudaTensor, CudaWeight};
+use super::{CudaHybridLayer, CudaHybridScratch};
 use crate::backend::cpu::CpuWeight;
 use crate::backend::{AttnParams, Backend};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::model::{FfnKind, ModelError, RopeStyle};
 use crate::quant::{self, GgmlType, QMatrix};
-use crate::sparse::{FfnMode, LayerThreshold, SparseLayer, SparseScratch, SparsityRule};
+use crate::sparse::hybrid::{self, HybridDevice, LayerUpload};
+use crate::sparse::{
+    FfnMode, FfnWeights, LayerThreshold, SparseLayer, SparseScratch, SparsityRule,
+};
 
 /// Kernel code of a sparsity rule (the RULE_* constants of cuda/elementwise.cu).
 pub(crate) fn rule_code(rule: SparsityRule) -> i32 {
@@ -50,6 +54,8 @@ pub struct CudaBackend {
     pub(crate) gpu: Arc<Gpu>,
     /// Token ids of the current `embed` call.
     tokens: Arc<Mutex<Option<CudaSlice<u32>>>>,
+    /// Every layer's predictor and hot neurons, once a sidecar is attached.
+    hybrid: Option<Arc<Vec<CudaHybridLayer>>>,
 }
 
 /// Keys and values of all layers, `[layer][position][kv_dim]` in f16, in VRAM.
@@ -67,6 +73,7 @@ impl CudaBackend {
         Ok(CudaBackend {
             gpu: Arc::new(Gpu::open(ordinal)?),
             tokens: Arc::new(Mutex::new(None)),
+            hybrid: None,
         })
     }
 
@@ -183,9 +190,13 @@ impl CudaBackend {
         );
     }
 
-    /// Can a model on this backend run a sequence in `mode`? The dense and masked modes
-    /// can; the sparse FFN (oracle, predicted) has no GPU path yet, so `Model::forward`
-    /// refuses those modes here.
+    /// Hot neurons per layer in VRAM, once a sidecar is attached.
+    pub fn hot_counts(&self) -> Option<Vec<usize>> {
+        self.hybrid
+            .as_ref()
+            .map(|h| h.iter().map(CudaHybridLayer::n_hot).collect())
+    }
+
     /// `y += cold`: the CPU's partial FFN result of the cold neurons, merged into the GPU's.
     pub fn merge_cold(&self, y: &mut CudaTensor, cold: &[f32], scratch: &mut CudaTensor) {
         assert_eq!(cold.len(), y.len(), "cold partial length");
@@ -231,14 +242,16 @@ impl CudaBackend {
 }
 
 impl Backend for CudaBackend {
-    /// Dense and masked FFNs run on the GPU; the sparse modes are not wired yet.
+    /// Dense and masked FFNs run on the GPU; the sparse modes once a sidecar has put the
+    /// predictors and hot neurons there (`attach_sparse`).
     fn runs_ffn_mode(&self, mode: &FfnMode) -> bool {
-        matches!(mode, FfnMode::Dense | FfnMode::Masked(_))
+        matches!(mode, FfnMode::Dense | FfnMode::Masked(_)) || self.hybrid.is_some()
     }
 
     type Tensor = CudaTensor;
     type Weight = CudaWeight;
     type KvCache = CudaKvCache;
+    type DeviceScratch = Option<CudaHybridScratch>;
 
     fn name(&self) -> String {
         format!("cuda ({}, {})", self.gpu.device_name, self.gpu.arch)
@@ -532,19 +545,57 @@ impl Backend for CudaBackend {
         true
     }
 
-    /// Not yet: the GPU's predictor and hot-neuron kernels (see `sparse.rs`) are not wired
-    /// to the sidecar, so the oracle and predicted modes run on the CPU backend.
+    /// Predictors and hot neurons to VRAM; the host keeps the cold ones (the CPU's sparse
+    /// layers, built by `Model::attach_sidecar`).
+    fn attach_sparse(&mut self, layers: &[LayerUpload]) -> Result<(), ModelError> {
+        let up = layers
+            .iter()
+            .map(|l| self.upload_layer(l))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.hybrid = Some(Arc::new(up));
+        Ok(())
+    }
+
+    /// The hybrid FFN (`sparse::hybrid::ffn_row`), one row at a time.
     fn sparse_ffn(
         &self,
-        _layer: &SparseLayer,
-        _kind: FfnKind,
-        _gate: Option<&CudaWeight>,
-        _up: &CudaWeight,
-        _x: &CudaTensor,
-        _oracle: bool,
-        _scratch: &mut SparseScratch,
-        _out: &mut CudaTensor,
+        il: usize,
+        layer: &SparseLayer,
+        kind: FfnKind,
+        gate: Option<&CudaWeight>,
+        up: &CudaWeight,
+        x: &CudaTensor,
+        oracle: bool,
+        scratch: &mut SparseScratch,
+        dev: &mut Option<CudaHybridScratch>,
+        out: &mut CudaTensor,
     ) -> bool {
-        false
+        let Some(hybrid) = &self.hybrid else {
+            return false;
+        };
+        let (Some(l), Some(up)) = (hybrid.get(il), up.host_matrix()) else {
+            return false;
+        };
+        let w = FfnWeights {
+            gate: gate.and_then(CudaWeight::host_matrix),
+            up,
+        };
+        let ds = dev.get_or_insert_with(|| self.new_scratch(hybrid));
+        if x.rows == 1 {
+            hybrid::ffn_row(self, l, layer, kind, &w, x, oracle, false, ds, scratch, out);
+            return true;
+        }
+        // Several rows (sparse prefill): one at a time, then stacked.
+        let (mut xr, mut rows) = (CudaTensor::default(), Vec::with_capacity(x.rows));
+        for r in 0..x.rows {
+            self.copy_rows(x, r, 1, &mut xr);
+            let mut y = CudaTensor::default();
+            hybrid::ffn_row(
+                self, l, layer, kind, &w, &xr, oracle, false, ds, scratch, &mut y,
+            );
+            rows.push(y);
+        }
+        self.concat_rows(&rows.iter().collect::<Vec<_>>(), out);
+        true
     }
 }

@@ -8,6 +8,7 @@
 mod backend;
 mod device;
 mod error;
+mod hybrid;
 pub mod kernels;
 mod sparse;
 mod tensor;
@@ -17,6 +18,7 @@ mod weight;
 pub use backend::{CudaBackend, CudaKvCache, MAX_HEAD_DIM};
 pub use device::unavailable_reason;
 pub use error::CudaError;
+pub use hybrid::{CudaHybridLayer, CudaHybridScratch};
 pub use sparse::{CudaHotFfn, CudaPredictor, SparseScratch};
 pub use tensor::CudaTensor;
 pub use weight::{kernel_suffix, CudaWeight};
