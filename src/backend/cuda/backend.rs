@@ -56,6 +56,8 @@ pub struct CudaBackend {
     tokens: Arc<Mutex<Option<CudaSlice<u32>>>>,
     /// Every layer's predictor and hot neurons, once a sidecar is attached.
     hybrid: Option<Arc<Vec<CudaHybridLayer>>>,
+    /// Layer split: the weights of layers from this one on stay on the host.
+    pub(crate) host_layers_from: Option<usize>,
 }
 
 /// Keys and values of all layers, `[layer][position][kv_dim]` in f16, in VRAM.
@@ -74,6 +76,7 @@ impl CudaBackend {
             gpu: Arc::new(Gpu::open(ordinal)?),
             tokens: Arc::new(Mutex::new(None)),
             hybrid: None,
+            host_layers_from: None,
         })
     }
 
@@ -128,6 +131,7 @@ impl CudaBackend {
                 row_bytes,
                 data: self.gpu.upload(bytes),
                 host: None,
+                host_only: false,
             });
         }
         let to = if ty == GgmlType::BF16 {
@@ -155,6 +159,7 @@ impl CudaBackend {
             row_bytes: to.row_bytes(cols).expect("float rows"),
             data: self.gpu.upload(&out),
             host: None,
+            host_only: false,
         })
     }
 
@@ -268,8 +273,18 @@ impl Backend for CudaBackend {
                 msg: format!("expected a matrix, found shape {:?}", info.dims),
             });
         }
-        let view = file.view(info);
         let (rows, cols) = (info.n_rows(), info.row_len());
+        let host = CpuWeight::new(
+            file.clone(),
+            info.ty,
+            rows,
+            cols,
+            file.data_offset + info.offset as usize,
+        );
+        if self.keeps_on_host(&info.name) {
+            return Ok(self.host_weight(host));
+        }
+        let view = file.view(info);
         let mut w = self
             .upload_weight(info.ty, rows, cols, view.data)
             .map_err(|e| ModelError::BadTensor {
@@ -278,13 +293,7 @@ impl Backend for CudaBackend {
             })?;
         // The file stays mapped anyway (the tokenizer and sidecar checks read it): keeping
         // a reference costs nothing and lets the CPU read the weight's original bytes.
-        w.host = Some(CpuWeight::new(
-            file.clone(),
-            info.ty,
-            rows,
-            cols,
-            file.data_offset + info.offset as usize,
-        ));
+        w.host = Some(host);
         Ok(w)
     }
 
@@ -334,6 +343,10 @@ impl Backend for CudaBackend {
 
     fn matmul(&self, w: &CudaWeight, x: &CudaTensor, out: &mut CudaTensor) {
         assert_eq!(x.cols, w.cols, "matmul input width");
+        if w.host_only {
+            self.host_matmul(w, x, out);
+            return;
+        }
         self.matmul_launch(w, x, out);
     }
 

@@ -11,6 +11,7 @@ mod error;
 mod hybrid;
 pub mod kernels;
 mod sparse;
+mod split;
 mod tensor;
 pub mod twins;
 mod weight;
