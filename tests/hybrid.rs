@@ -6,11 +6,12 @@ mod common;
 
 use std::time::Duration;
 
+use powerinfer::backend::cpu::CpuTensor;
 use powerinfer::backend::{Backend, CpuBackend};
 use powerinfer::model::{layer_uploads, Model};
 use powerinfer::sparse::hybrid::{self, HostDevice, HostLayer, HybridDevice, PhaseStats};
 use powerinfer::sparse::{
-    sidecar, FfnWeights, LayerThreshold, Sidecar, SparseScratch, SparsityRule,
+    sidecar, FfnMode, FfnWeights, LayerThreshold, Sidecar, SparseScratch, SparsityRule,
 };
 
 /// Uniform values in [-2, 2) from a 64-bit LCG (never an all-zero row).
@@ -96,7 +97,7 @@ fn compare(
     s_hyb.hybrid.phases.keep_timelines = true;
     let mut ds = dev.new_scratch(layers);
     let d = model.config.d_model;
-    let (mut want, mut y) = (vec![0f32; d], Vec::new());
+    let (mut want, mut y) = (vec![0f32; d], CpuTensor::default());
     let mut worst = 0f32;
     for _ in 0..tokens {
         for (il, lw) in model.weights.layers.iter().enumerate() {
@@ -107,9 +108,9 @@ fn compare(
                     .map(|g| model.backend.host_matrix(g).unwrap()),
                 up: model.backend.host_matrix(&lw.up).unwrap(),
             };
-            let x = rng.row(d);
+            let x = CpuTensor::from_vec(rng.row(d), 1, d);
             want.fill(0.0);
-            sp.layers[il].forward_row(kind, &w, &x, oracle, f32_act, &mut s_cpu, &mut want);
+            sp.layers[il].forward_row(kind, &w, &x.data, oracle, f32_act, &mut s_cpu, &mut want);
             hybrid::ffn_row(
                 dev,
                 &layers[il],
@@ -126,6 +127,7 @@ fn compare(
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
             assert!(scale > 0.0, "layer {il}: the CPU's FFN output is all zero");
             let diff = y
+                .data
                 .iter()
                 .zip(&want)
                 .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
@@ -231,9 +233,7 @@ fn hybrid_phases_run_in_schedule_order_and_hot_overlaps_cold() {
     let (mut model, mut sc) = fixture("hybrid-phases");
     let (n_layer, n_ff) = (model.config.n_layer, model.config.n_ff);
     // A device latency on the hot side, as a GPU launch has: the cold part must run in it.
-    let dev = HostDevice {
-        hot_delay: Duration::from_millis(2),
-    };
+    let dev = HostDevice::with_hot_delay(Duration::from_millis(2));
     let hot = hot_lists(n_layer, n_ff, 0.3);
     let layers = attach(&mut model, &mut sc, RELU, &dev, &hot);
     // Oracle mode: every cold neuron is computed, the longest cold part.
@@ -316,4 +316,61 @@ fn bad_hot_lists_are_errors() {
     assert!(err.to_string().contains("outside"), "{err}");
     let short = &hot[..n_layer - 1];
     assert!(layer_uploads(&model.backend, &model.config, &model.weights, &sc, short).is_err());
+}
+
+/// Logits of `prompt` and then of `decode` tokens one at a time, in `mode`; with
+/// `sparse_prefill` the prompt's rows also take the sparse FFN (the multi-row path).
+fn logits<B: Backend>(
+    m: &Model<B>,
+    mode: &FfnMode,
+    sparse_prefill: bool,
+    prompt: &[u32],
+    decode: &[u32],
+) -> (Vec<Vec<f32>>, PhaseStats) {
+    let mut st = m.new_state(64);
+    st.ffn_mode = mode.clone();
+    st.sparse_prefill = sparse_prefill;
+    let mut out = vec![m.forward(&mut st, prompt, false).unwrap().to_vec()];
+    for &t in decode {
+        out.push(m.forward(&mut st, &[t], false).unwrap().to_vec());
+    }
+    (out, std::mem::take(&mut st.sparse.hybrid.phases))
+}
+
+/// A whole model on the stand-in backend (hot neurons on the "device", cold ones on the
+/// CPU, attached through `Model::attach_sidecar_placed`) decodes like the CPU's sparse model.
+#[test]
+fn model_on_the_stand_in_decodes_like_the_cpu_sparse_model() {
+    let path = common::synthetic_model_with_sidecar("hybrid-model");
+    let sc = Sidecar::read(&sidecar::default_path(&path)).unwrap();
+    let mut cpu = Model::load(&path, CpuBackend::new(), None).unwrap();
+    cpu.attach_sidecar(&sc).unwrap();
+    let (n_layer, n_ff) = (cpu.config.n_layer, cpu.config.n_ff);
+    let prompt = [3u32, 141, 59, 26, 53];
+    let decode = [5u32, 89, 79, 32, 38, 46, 26, 43, 38, 32, 79, 50];
+    for fraction in [0.0, 0.3, 1.0] {
+        let hot = hot_lists(n_layer, n_ff, fraction);
+        let mut hm = Model::load(&path, HostDevice::default(), None).unwrap();
+        assert!(!hm.backend.runs_ffn_mode(&FfnMode::Predicted));
+        hm.attach_sidecar_placed(&sc, Some(&hot)).unwrap();
+        let counts: Vec<usize> = hot.iter().map(Vec::len).collect();
+        assert_eq!(hm.backend.hot_counts(), Some(counts));
+        for mode in [FfnMode::Oracle, FfnMode::Predicted] {
+            for sparse_prefill in [false, true] {
+                let what = format!("hot {fraction} {} prefill {sparse_prefill}", mode.name());
+                let (want, _) = logits(&cpu, &mode, sparse_prefill, &prompt, &decode);
+                let (got, phases) = logits(&hm, &mode, sparse_prefill, &prompt, &decode);
+                let mut worst = 0f32;
+                for (g, w) in got.iter().zip(&want) {
+                    let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    for (a, b) in g.iter().zip(w) {
+                        worst = worst.max((a - b).abs() / scale);
+                    }
+                }
+                assert!(worst < 2e-2, "{what}: relative difference {worst}");
+                let rows = decode.len() + if sparse_prefill { prompt.len() } else { 0 };
+                assert_eq!(phases.calls, (rows * n_layer) as u64, "{what}");
+            }
+        }
+    }
 }

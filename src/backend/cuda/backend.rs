@@ -16,9 +16,7 @@ use crate::gguf::{GgufFile, TensorInfo};
 use crate::model::{FfnKind, ModelError, RopeStyle};
 use crate::quant::{self, GgmlType, QMatrix};
 use crate::sparse::hybrid::{self, HybridDevice, LayerUpload};
-use crate::sparse::{
-    FfnMode, FfnWeights, LayerThreshold, SparseLayer, SparseScratch, SparsityRule,
-};
+use crate::sparse::{FfnMode, LayerThreshold, SparseLayer, SparseScratch, SparsityRule};
 
 /// Kernel code of a sparsity rule (the RULE_* constants of cuda/elementwise.cu).
 pub(crate) fn rule_code(rule: SparsityRule) -> i32 {
@@ -583,32 +581,9 @@ impl Backend for CudaBackend {
         dev: &mut Option<CudaHybridScratch>,
         out: &mut CudaTensor,
     ) -> bool {
-        let Some(hybrid) = &self.hybrid else {
-            return false;
-        };
-        let (Some(l), Some(up)) = (hybrid.get(il), up.host_matrix()) else {
-            return false;
-        };
-        let w = FfnWeights {
-            gate: gate.and_then(CudaWeight::host_matrix),
-            up,
-        };
-        let ds = dev.get_or_insert_with(|| self.new_scratch(hybrid));
-        if x.rows == 1 {
-            hybrid::ffn_row(self, l, layer, kind, &w, x, oracle, false, ds, scratch, out);
-            return true;
-        }
-        // Several rows (sparse prefill): one at a time, then stacked.
-        let (mut xr, mut rows) = (CudaTensor::default(), Vec::with_capacity(x.rows));
-        for r in 0..x.rows {
-            self.copy_rows(x, r, 1, &mut xr);
-            let mut y = CudaTensor::default();
-            hybrid::ffn_row(
-                self, l, layer, kind, &w, &xr, oracle, false, ds, scratch, &mut y,
-            );
-            rows.push(y);
-        }
-        self.concat_rows(&rows.iter().collect::<Vec<_>>(), out);
-        true
+        let layers = self.hybrid.as_deref().map(Vec::as_slice);
+        hybrid::sparse_ffn_rows(
+            self, layers, il, layer, kind, gate, up, x, oracle, scratch, dev, out,
+        )
     }
 }

@@ -11,12 +11,15 @@
 //! implements it, and so does [`HostDevice`], a stand-in in host memory whose hot part runs on
 //! another thread, so that the merge, the phase order and the overlap are tested without a GPU.
 
+mod backend_ffn;
 mod device;
 mod hot_rows;
 mod phases;
 mod schedule;
 mod standin;
+mod standin_backend;
 
+pub use backend_ffn::sparse_ffn_rows;
 pub use device::{HybridDevice, HybridError, LayerUpload};
 pub use hot_rows::HotRows;
 pub use phases::{LayerTimeline, PhaseStats, Span};

@@ -3,20 +3,42 @@
 //! activation), with the hot part run on its own thread so that it really overlaps the cold
 //! part. It exists so that the hybrid schedule is tested where there is no GPU.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use powerinfer_predictors::{Predictor, Scratch as PredictorScratch};
 
 use super::{HotRows, HybridDevice, HybridError, LayerUpload, Span};
+use crate::backend::cpu::CpuTensor;
 use crate::model::FfnKind;
 use crate::quant::{self, GgmlType};
 use crate::sparse::{rule_activation, LayerThreshold};
 
 /// The stand-in device. `hot_delay` is added to every hot part, as a device's launch latency
-/// would be (tests use it to make the overlap measurable on a loaded machine).
-#[derive(Clone, Copy, Debug, Default)]
+/// would be (tests use it to make the overlap measurable on a loaded machine). It is also a
+/// whole [`crate::backend::Backend`] (the CPU's, apart from the sparse FFN), so that a model
+/// runs on it end to end.
+#[derive(Clone, Default)]
 pub struct HostDevice {
     pub hot_delay: Duration,
+    /// Every layer's predictor and hot neurons, once a sidecar is attached.
+    pub(super) layers: Option<Arc<Vec<HostLayer>>>,
+}
+
+impl HostDevice {
+    pub fn with_hot_delay(hot_delay: Duration) -> HostDevice {
+        HostDevice {
+            hot_delay,
+            layers: None,
+        }
+    }
+
+    /// Hot neurons per layer, once a sidecar is attached.
+    pub fn hot_counts(&self) -> Option<Vec<usize>> {
+        self.layers
+            .as_ref()
+            .map(|l| l.iter().map(|l| l.n_hot).collect())
+    }
 }
 
 /// One layer on the stand-in.
@@ -78,7 +100,7 @@ impl HostLayer {
 }
 
 impl HybridDevice for HostDevice {
-    type Tensor = Vec<f32>;
+    type Tensor = CpuTensor;
     type Layer = HostLayer;
     type Scratch = HostScratch;
 
@@ -105,12 +127,12 @@ impl HybridDevice for HostDevice {
         HostScratch::default()
     }
 
-    fn select(&self, l: &HostLayer, x: &Vec<f32>, oracle: bool, s: &mut HostScratch) {
+    fn select(&self, l: &HostLayer, x: &CpuTensor, oracle: bool, s: &mut HostScratch) {
         s.hot_active.clear();
         s.cold_active.clear();
         match (&l.predictor, oracle) {
             (Some(p), false) => {
-                p.predict(x, &mut s.pred, &mut s.active)
+                p.predict(&x.data, &mut s.pred, &mut s.active)
                     .expect("predictor shape checked at upload");
                 for &id in &s.active {
                     match l.hot_pos[id as usize] {
@@ -129,21 +151,21 @@ impl HybridDevice for HostDevice {
     fn fetch(
         &self,
         _l: &HostLayer,
-        x: &Vec<f32>,
+        x: &CpuTensor,
         s: &mut HostScratch,
         x_host: &mut Vec<f32>,
         cold: &mut Vec<u32>,
     ) {
-        x_host.clone_from(x);
+        x_host.clone_from(&x.data);
         cold.clone_from(&s.cold_active);
     }
 
     fn hot_while<R>(
         &self,
         l: &HostLayer,
-        x: &Vec<f32>,
+        x: &CpuTensor,
         s: &mut HostScratch,
-        y: &mut Vec<f32>,
+        y: &mut CpuTensor,
         _timed: bool,
         host: impl FnOnce() -> R,
     ) -> R {
@@ -154,7 +176,8 @@ impl HybridDevice for HostDevice {
                 if !delay.is_zero() {
                     std::thread::sleep(delay);
                 }
-                l.hot_ffn(x, s, y);
+                y.resize(1, l.d_model);
+                l.hot_ffn(&x.data, s, &mut y.data);
                 Span::new(t0, Instant::now())
             });
             let r = host();
@@ -164,8 +187,8 @@ impl HybridDevice for HostDevice {
         r
     }
 
-    fn merge(&self, y: &mut Vec<f32>, cold: &[f32], _s: &mut HostScratch) {
-        y.iter_mut().zip(cold).for_each(|(a, b)| *a += b);
+    fn merge(&self, y: &mut CpuTensor, cold: &[f32], _s: &mut HostScratch) {
+        y.data.iter_mut().zip(cold).for_each(|(a, b)| *a += b);
     }
 
     fn wait(&self) {}
