@@ -183,6 +183,8 @@ fn vram_budget_and_gpu_layers_without_a_gpu_are_clear_errors() {
     assert_clean_error(&out, "GPU");
     // Subcommands without a GPU path say so.
     let out = powerinfer(&["bench", "-m", m, "--vram-budget", "1"]);
+    assert_clean_error(&out, "--vram-budget: ");
+    let out = powerinfer(&["bench", "-m", m, "--speculative", "2", "--gpu-layers", "1"]);
     assert_clean_error(&out, "runs on the CPU only");
     let out = powerinfer(&["perplexity", "-m", m, "--gpu-layers", "1"]);
     assert_clean_error(&out, "runs on the CPU only");

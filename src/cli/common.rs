@@ -126,6 +126,12 @@ impl ModelArgs {
     /// usable (for the sparse modes, the hybrid FFN: hot neurons there, cold ones on the
     /// CPU), otherwise the CPU.
     pub fn load(&self) -> anyhow::Result<AnyEngine> {
+        Ok(self.load_any(SidecarUse::No)?.0)
+    }
+
+    /// [`ModelArgs::load`], attaching the sidecar as `want` says; also returns the sidecar's
+    /// path when one was attached.
+    fn load_any(&self, want: SidecarUse) -> anyhow::Result<(AnyEngine, Option<PathBuf>)> {
         init_threads(self.threads)?;
         let path = self.model_path()?;
         let budget = self.budget_bytes()?;
@@ -138,7 +144,8 @@ impl ModelArgs {
                         Some(n) => b.with_gpu_layers(n),
                         None => b,
                     };
-                    return Ok(AnyEngine::Cuda(self.load_on(&path, b, SidecarUse::No)?.0));
+                    let (e, sc) = self.load_on(&path, b, want)?;
+                    return Ok((AnyEngine::Cuda(e), sc));
                 }
                 Err(e) if self.gpu_flag().is_some() => {
                     anyhow::bail!("{}: no usable GPU: {e}", self.gpu_flag().unwrap_or("--gpu"))
@@ -157,9 +164,8 @@ impl ModelArgs {
             );
         }
         let _ = budget;
-        Ok(AnyEngine::Cpu(
-            self.load_on(&path, CpuBackend::new(), SidecarUse::No)?.0,
-        ))
+        let (e, sc) = self.load_on(&path, CpuBackend::new(), want)?;
+        Ok((AnyEngine::Cpu(e), sc))
     }
 
     /// Load on the CPU, for the subcommands that have no GPU path (`what` names the one
@@ -195,18 +201,26 @@ impl ModelArgs {
         Ok(self.load_on(&path, CpuBackend::new(), want)?.0)
     }
 
-    /// Load on the CPU for `bench`, attaching the sidecar as `want` says; returns the
-    /// sidecar's path when one was attached.
+    /// Load for `bench` as [`ModelArgs::load`] does (the GPU when usable), attaching the
+    /// sidecar as `want` says; returns the sidecar's path when one was attached. With
+    /// `speculative` on the CPU only (speculative decoding has no GPU path).
     pub fn load_bench(
         &self,
         want: SidecarUse,
-    ) -> anyhow::Result<(Engine<CpuBackend>, Option<PathBuf>)> {
+        speculative: bool,
+    ) -> anyhow::Result<(AnyEngine, Option<PathBuf>)> {
+        if !speculative {
+            return self.load_any(want);
+        }
         if let Some(flag) = self.gpu_flag() {
-            anyhow::bail!("{flag}: `powerinfer bench` runs on the CPU only; drop {flag}");
+            anyhow::bail!(
+                "{flag}: `powerinfer bench --speculative` runs on the CPU only; drop {flag}"
+            );
         }
         init_threads(self.threads)?;
         let path = self.model_path()?;
-        self.load_on(&path, CpuBackend::new(), want)
+        let (e, sc) = self.load_on(&path, CpuBackend::new(), want)?;
+        Ok((AnyEngine::Cpu(e), sc))
     }
 
     /// The sidecar path: --sidecar, or MODEL.powerinfer.gguf next to the model.

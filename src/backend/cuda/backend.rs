@@ -256,8 +256,18 @@ impl Backend for CudaBackend {
     type KvCache = CudaKvCache;
     type DeviceScratch = Option<CudaHybridScratch>;
 
+    /// The device, and where the weights are when not all in VRAM (for bench tables).
     fn name(&self) -> String {
-        format!("cuda ({}, {})", self.gpu.device_name, self.gpu.arch)
+        let mut s = format!("cuda ({}, {})", self.gpu.device_name, self.gpu.arch);
+        if let Some(n) = self.host_layers_from {
+            s += &format!(", weights of layers 0..{n} in VRAM, the rest on the CPU");
+        }
+        if let Some(h) = &self.hybrid {
+            let hot: usize = h.iter().map(CudaHybridLayer::n_hot).sum();
+            let all: usize = h.iter().map(|l| l.n_hot() + l.n_cold()).sum();
+            s += &format!(", hybrid FFN: {hot} of {all} neurons in VRAM");
+        }
+        s
     }
 
     fn load_weight(

@@ -27,6 +27,10 @@ impl CudaHybridLayer {
     pub fn n_hot(&self) -> usize {
         self.hot.n_hot
     }
+
+    pub fn n_cold(&self) -> usize {
+        self.cold.len()
+    }
 }
 
 /// A sequence's device buffers.
