@@ -38,10 +38,11 @@ pub struct ModelArgs {
     /// Run on the CPU even when a GPU is usable
     #[arg(long, conflicts_with_all = ["vram_budget", "gpu_layers"])]
     pub cpu: bool,
-    /// VRAM budget in GiB. With --sparse/--oracle: the sidecar's hot neurons for this budget
-    /// (its placement, re-solved when made for another budget) go to the GPU with attention,
-    /// KV cache and predictors, the cold ones stay on the CPU. Dense: as many whole layers as
-    /// fit (the --gpu-layers baseline). `profile` and `place` solve their placement for it
+    /// VRAM budget in GiB. With a sidecar (--sparse/--oracle): its hot neurons for this
+    /// budget (its placement, re-solved when made for another budget) go to the GPU with
+    /// attention, KV cache and predictors; cold neurons and the dense FFN matrices stay on the
+    /// CPU. Without: as many whole layers as fit (the --gpu-layers baseline). `profile` and
+    /// `place` solve their placement for it
     #[arg(long, value_name = "GiB")]
     pub vram_budget: Option<f64>,
     /// Dense layer split (llama.cpp's -ngl): the weights of the first N layers on the GPU,
@@ -140,8 +141,10 @@ impl ModelArgs {
             use powerinfer::backend::cuda::{CudaBackend, CudaError};
             match CudaBackend::new(0) {
                 Ok(b) => {
-                    let b = match self.split_layers(&path, budget)? {
+                    let b = match self.split_layers(&path, budget, want)? {
                         Some(n) => b.with_gpu_layers(n),
+                        // The budget holds the hot neurons, not the dense FFN matrices.
+                        None if budget.is_some() => b.with_ffn_on_host(),
                         None => b,
                     };
                     let (e, sc) = self.load_on(&path, b, want)?;
@@ -223,6 +226,15 @@ impl ModelArgs {
         Ok((AnyEngine::Cpu(e), sc))
     }
 
+    /// Will loading `path` attach its sidecar (for --sparse/--oracle, and as `want` says)?
+    fn attaches(&self, path: &std::path::Path, want: SidecarUse) -> bool {
+        match want {
+            SidecarUse::No => self.sparse || self.oracle,
+            SidecarUse::Required => true,
+            SidecarUse::IfPresent => self.sparse || self.oracle || self.sidecar_path(path).exists(),
+        }
+    }
+
     /// The sidecar path: --sidecar, or MODEL.powerinfer.gguf next to the model.
     pub fn sidecar_path(&self, model: &std::path::Path) -> PathBuf {
         self.sidecar
@@ -242,12 +254,7 @@ impl ModelArgs {
         let mut engine = Engine::load(path, backend, self.activation.as_deref())
             .with_context(|| format!("loading {}", path.display()))?;
         let sc_path = self.sidecar_path(path);
-        let attach = match want {
-            SidecarUse::No => self.sparse || self.oracle,
-            SidecarUse::Required => true,
-            SidecarUse::IfPresent => self.sparse || self.oracle || sc_path.exists(),
-        };
-        let attached = if attach {
+        let attached = if self.attaches(path, want) {
             let sc = powerinfer::sparse::Sidecar::read(&sc_path)?;
             sc.check_model(&sc_path, &engine.model.file)?;
             let hot = match self.budget_bytes()? {
@@ -275,18 +282,19 @@ impl ModelArgs {
 
 impl ModelArgs {
     /// The dense layer split's N: --gpu-layers, or the whole layers that fit --vram-budget
-    /// when no sparse mode takes the budget for its hot neurons.
+    /// when no sidecar is attached to take the budget for its hot neurons.
     #[cfg(feature = "cuda")]
     fn split_layers(
         &self,
         path: &std::path::Path,
         budget: Option<u64>,
+        want: SidecarUse,
     ) -> anyhow::Result<Option<usize>> {
         use powerinfer::backend::layer_split;
         if let Some(n) = self.gpu_layers {
             return Ok(Some(n));
         }
-        let Some(budget) = budget.filter(|_| !self.ffn_mode().needs_sidecar()) else {
+        let Some(budget) = budget.filter(|_| !self.attaches(path, want)) else {
             return Ok(None);
         };
         let file = powerinfer::gguf::GgufFile::open(path)?;

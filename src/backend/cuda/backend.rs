@@ -56,6 +56,9 @@ pub struct CudaBackend {
     hybrid: Option<Arc<Vec<CudaHybridLayer>>>,
     /// Layer split: the weights of layers from this one on stay on the host.
     pub(crate) host_layers_from: Option<usize>,
+    /// Hybrid FFN under a VRAM budget: the dense FFN matrices stay on the host (only the
+    /// hot neurons' copies go to VRAM, at `attach_sparse`).
+    pub(crate) ffn_on_host: bool,
 }
 
 /// Keys and values of all layers, `[layer][position][kv_dim]` in f16, in VRAM.
@@ -75,6 +78,7 @@ impl CudaBackend {
             tokens: Arc::new(Mutex::new(None)),
             hybrid: None,
             host_layers_from: None,
+            ffn_on_host: false,
         })
     }
 
@@ -261,6 +265,9 @@ impl Backend for CudaBackend {
         let mut s = format!("cuda ({}, {})", self.gpu.device_name, self.gpu.arch);
         if let Some(n) = self.host_layers_from {
             s += &format!(", weights of layers 0..{n} in VRAM, the rest on the CPU");
+        }
+        if self.ffn_on_host {
+            s += ", dense FFN matrices on the CPU";
         }
         if let Some(h) = &self.hybrid {
             let hot: usize = h.iter().map(CudaHybridLayer::n_hot).sum();

@@ -13,14 +13,26 @@ impl CudaBackend {
         self
     }
 
+    /// Keep every layer's dense FFN matrices on the host: with a sidecar under a VRAM
+    /// budget only the hot neurons' copies are in VRAM, and a dense FFN (the prompt's, in
+    /// the sparse modes) runs on the CPU.
+    pub fn with_ffn_on_host(mut self) -> CudaBackend {
+        self.ffn_on_host = true;
+        self
+    }
+
     /// The layer split's N, when one is set.
     pub fn gpu_layers(&self) -> Option<usize> {
         self.host_layers_from
     }
 
     pub(crate) fn keeps_on_host(&self, tensor: &str) -> bool {
+        let ffn = ["ffn_gate.", "ffn_up.", "ffn_down."]
+            .iter()
+            .any(|m| tensor.contains(m));
         match (self.host_layers_from, tensor_layer(tensor)) {
             (Some(n), Some(il)) => il >= n,
+            (None, Some(_)) => self.ffn_on_host && ffn,
             _ => false,
         }
     }
