@@ -269,7 +269,14 @@ fn gpu_hybrid_ffn_decodes_like_cpu_sparse() {
                     .collect()
             })
             .collect();
-        let mut gm = Model::load(&path, gpu.clone(), None).unwrap();
+        // With a budget the dense FFN matrices stay on the host (the prompt's FFN then runs
+        // on the CPU): the first placement checks that too.
+        let backend = if tenths == 3 {
+            gpu.clone().with_ffn_on_host()
+        } else {
+            gpu.clone()
+        };
+        let mut gm = Model::load(&path, backend, None).unwrap();
         gm.attach_sidecar_placed(&sc, Some(&hot)).unwrap();
         let counts: Vec<usize> = hot.iter().map(Vec::len).collect();
         assert_eq!(gm.backend.hot_counts(), Some(counts));
@@ -279,14 +286,19 @@ fn gpu_hybrid_ffn_decodes_like_cpu_sparse() {
             sc_.ffn_mode = mode.clone();
             sg.ffn_mode = mode.clone();
             sg.sparse.hybrid.phases.timed = true;
-            for (i, &t) in toks.iter().enumerate() {
+            // A prompt (dense FFN, masked), then decoding (the hybrid FFN).
+            let c = cpu.forward(&mut sc_, &toks[..4], false).unwrap().to_vec();
+            let g = gm.forward(&mut sg, &toks[..4], false).unwrap().to_vec();
+            let e = rel_err(&g, &c);
+            assert!(e < 2e-2, "{what} prompt: relative error {e:.2e}");
+            for (i, &t) in toks[4..].iter().enumerate() {
                 let c = cpu.forward(&mut sc_, &[t], false).unwrap().to_vec();
                 let g = gm.forward(&mut sg, &[t], false).unwrap().to_vec();
                 let e = rel_err(&g, &c);
                 assert!(e < 2e-2, "{what} token {i}: relative error {e:.2e}");
             }
             let p = &sg.sparse.hybrid.phases;
-            assert_eq!(p.calls, (toks.len() * n_layer) as u64, "{what}");
+            assert_eq!(p.calls, ((toks.len() - 4) * n_layer) as u64, "{what}");
             eprintln!("{what}:\n{}", p.report());
         }
     }
@@ -317,6 +329,30 @@ fn gpu_batched_decode_matches_each_sequence_alone() {
             let want = gm.forward(&mut alone[i], &[t], false).unwrap().to_vec();
             let e = rel_err(&batched[i].logits, &want);
             assert!(e < 1e-4, "step {step} sequence {i}: relative error {e:.2e}");
+        }
+    }
+}
+
+/// The dense layer split (`--gpu-layers N`): the weights of layers N.. on the host, their
+/// matmuls on the CPU; logits as the CPU's for no, some and all layers in VRAM.
+#[test]
+fn gpu_layer_split_matches_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let synth = SynthModel::new("split");
+    let cpu = Model::load(&synth.0, CpuBackend::new(), None).unwrap();
+    let toks = tokens(12, cpu.config.vocab_size, 3);
+    for n in [0, 2, cpu.config.n_layer] {
+        let gm = Model::load(&synth.0, gpu.clone().with_gpu_layers(n), None).unwrap();
+        assert_eq!(gm.backend.gpu_layers(), Some(n));
+        let (mut sc_, mut sg) = (cpu.new_state(32), gm.new_state(32));
+        let c = cpu.forward(&mut sc_, &toks[..6], false).unwrap().to_vec();
+        let g = gm.forward(&mut sg, &toks[..6], false).unwrap().to_vec();
+        assert!(rel_err(&g, &c) < 2e-2, "{n} layers: prompt");
+        for &t in &toks[6..] {
+            let c = cpu.forward(&mut sc_, &[t], false).unwrap().to_vec();
+            let g = gm.forward(&mut sg, &[t], false).unwrap().to_vec();
+            let e = rel_err(&g, &c);
+            assert!(e < 2e-2, "{n} layers: decode relative error {e:.2e}");
         }
     }
 }
