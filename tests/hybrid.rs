@@ -374,3 +374,54 @@ fn model_on_the_stand_in_decodes_like_the_cpu_sparse_model() {
         }
     }
 }
+
+/// `--vram-budget`'s placement: the sidecar's own for the budget it was solved for, else
+/// re-solved from its frequencies, within the budget and growing with it.
+#[test]
+fn vram_budget_placement_is_the_sidecar_s_or_re_solved() {
+    use powerinfer::profile::{hot_for_budget, placement_for};
+    let (model, mut sc) = fixture("hybrid-place");
+    let n_ff = model.config.n_ff;
+    let mut rng = Rng(99);
+    for l in &mut sc.layers {
+        l.freq = (0..n_ff).map(|_| (rng.next() + 2.0) / 4.0).collect();
+    }
+    let pb: u64 = sc
+        .layers
+        .iter()
+        .map(|l| l.predictor.as_ref().unwrap().n_bytes() as u64)
+        .sum();
+    let freq: Vec<Vec<f32>> = sc.layers.iter().map(|l| l.freq.clone()).collect();
+    let all = placement_for(&model, &freq, pb, 256, u64::MAX / 2).unwrap();
+    assert!(all.layers.iter().all(|l| l.hot.len() == n_ff));
+    // The sidecar's own lists for its budget, whatever they are.
+    sc.vram_budget = all.fixed_bytes + 12_345;
+    sc.layers[0].hot = vec![1, 5, 9];
+    let own = hot_for_budget(&model, &sc, sc.vram_budget, 256).unwrap();
+    assert_eq!(own.hot[0], vec![1, 5, 9]);
+    assert!(own.value_fraction.is_none());
+    // Other budgets: re-solved, within the budget, each hot set inside the larger one's.
+    let mut previous: Option<Vec<Vec<u32>>> = None;
+    for tenth in [1u64, 3, 6] {
+        let budget = all.fixed_bytes + all.neuron_bytes * tenth / 10;
+        let p = hot_for_budget(&model, &sc, budget, 256).unwrap();
+        let frac = p.value_fraction.expect("re-solved");
+        assert!(frac > 0.0 && frac < 1.0, "{tenth}/10: {frac}");
+        let solved = placement_for(&model, &freq, pb, 256, budget).unwrap();
+        assert!(solved.total_bytes() <= budget);
+        let lists: Vec<Vec<u32>> = solved.layers.into_iter().map(|l| l.hot).collect();
+        assert_eq!(p.hot, lists);
+        if let Some(prev) = &previous {
+            for (a, b) in prev.iter().zip(&p.hot) {
+                assert!(a.len() < b.len() || a.is_empty() && b.is_empty());
+                assert!(a.iter().all(|i| b.binary_search(i).is_ok()));
+            }
+        }
+        previous = Some(p.hot);
+    }
+    // A budget below the fixed part is an error that says so.
+    let err = hot_for_budget(&model, &sc, all.fixed_bytes / 2, 256)
+        .err()
+        .expect("too small a budget");
+    assert!(err.to_string().contains("fixed items"), "{err}");
+}

@@ -309,35 +309,27 @@ impl ModelArgs {
     }
 }
 
-/// The hot neurons of every layer for `budget` bytes: the sidecar's own placement when it
-/// was solved for this budget, otherwise re-solved from its frequencies (as `place` does).
+/// The hot neurons of every layer for `budget` bytes (see `profile::hot_for_budget`).
 fn hot_lists<B: Backend>(
     model: &Model<B>,
     sc: &powerinfer::sparse::Sidecar,
     budget: u64,
     ctx: usize,
 ) -> anyhow::Result<Vec<Vec<u32>>> {
-    if sc.vram_budget == budget {
-        return Ok(sc.layers.iter().map(|l| l.hot.clone()).collect());
-    }
-    let freq: Vec<Vec<f32>> = sc.layers.iter().map(|l| l.freq.clone()).collect();
-    let predictor_bytes: u64 = sc
-        .layers
-        .iter()
-        .filter_map(|l| l.predictor.as_ref())
-        .map(|p| p.n_bytes() as u64)
-        .sum();
-    let ctx = ctx.clamp(1, model.config.context_length.max(1));
-    let p = powerinfer::profile::placement_for(model, &freq, predictor_bytes, ctx, budget)
+    let p = powerinfer::profile::hot_for_budget(model, sc, budget, ctx)
         .context("placing the hot neurons for --vram-budget")?;
-    let hot: usize = p.layers.iter().map(|l| l.hot.len()).sum();
-    tracing::info!(
-        "placement re-solved for {:.2} GiB (the sidecar's: {:.2} GiB): {hot} hot neurons, {:.1}% of activation frequency",
-        budget as f64 / (1u64 << 30) as f64,
-        sc.vram_budget as f64 / (1u64 << 30) as f64,
-        100.0 * p.value_fraction
-    );
-    Ok(p.layers.into_iter().map(|l| l.hot).collect())
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let hot: usize = p.hot.iter().map(Vec::len).sum();
+    match p.value_fraction {
+        Some(v) => tracing::info!(
+            "placement re-solved for {:.2} GiB (the sidecar's: {:.2} GiB): {hot} hot neurons, {:.1}% of activation frequency",
+            gib(budget),
+            gib(sc.vram_budget),
+            100.0 * v
+        ),
+        None => tracing::info!("the sidecar's placement for {:.2} GiB: {hot} hot neurons", gib(budget)),
+    }
+    Ok(p.hot)
 }
 
 /// Whether to attach the profile sidecar beyond what --sparse/--oracle ask for.
