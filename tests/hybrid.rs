@@ -237,10 +237,10 @@ fn hybrid_phases_run_in_schedule_order_and_hot_overlaps_cold() {
     let hot = hot_lists(n_layer, n_ff, 0.3);
     let layers = attach(&mut model, &mut sc, RELU, &dev, &hot);
     // Oracle mode: every cold neuron is computed, the longest cold part.
-    let o = compare(&model, &dev, &layers, true, true, 8);
+    let o = compare(&model, &dev, &layers, true, true, 16);
     assert!(o.worst < 2e-3, "relative difference {}", o.worst);
     let p = &o.phases;
-    assert_eq!(p.timelines.len(), 8 * n_layer);
+    assert_eq!(p.timelines.len(), 16 * n_layer);
     let mut overlapping = 0;
     for (i, t) in p.timelines.iter().enumerate() {
         let hot = t.hot.expect("the stand-in times its hot part");
