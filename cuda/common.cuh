@@ -75,3 +75,28 @@ __device__ __forceinline__ float ffn_act(int kind, float g, float u) {
     default: return relu(u);
     }
 }
+
+// Sparsity rules of the sparse FFN, numbered as `rule_code` on the Rust side.
+#define RULE_RELU 0
+#define RULE_GATE 1
+#define RULE_PRODUCT 2
+
+// The gate's non-linearity alone (the plain kind has no gate: identity, never used).
+__device__ __forceinline__ float gate_act(int kind, float g) {
+    switch (kind) {
+    case FFN_SWIGLU: return silu(g);
+    case FFN_GEGLU: return gelu_tanh(g);
+    case FFN_REGLU:
+    case FFN_DRELU: return relu(g);
+    default: return g;
+    }
+}
+
+// One neuron's activation after the layer's rule (twin: `sparse::rule_activation`): zero
+// when |act(gate)| <= t (gate rule, gated kinds) or |act| <= t (product rule).
+__device__ __forceinline__ float rule_act(int kind, int rule, float t, float g, float u) {
+    float a = ffn_act(kind, g, u);
+    if (rule == RULE_GATE && kind != FFN_RELU && fabsf(gate_act(kind, g)) <= t) return 0.0f;
+    if (rule == RULE_PRODUCT && fabsf(a) <= t) return 0.0f;
+    return a;
+}

@@ -18,22 +18,6 @@ extern "C" __global__ void ffn_activation(const float* gate, float* up, long lon
     if (i < n) up[i] = ffn_act(kind, kind == FFN_RELU ? 0.0f : gate[i], up[i]);
 }
 
-// Sparsity rules of the sparse FFN, numbered as `rule_code` on the Rust side.
-#define RULE_RELU 0
-#define RULE_GATE 1
-#define RULE_PRODUCT 2
-
-// The gate's non-linearity alone (the plain kind has no gate: identity, never used).
-__device__ __forceinline__ float gate_act(int kind, float g) {
-    switch (kind) {
-    case FFN_SWIGLU: return silu(g);
-    case FFN_GEGLU: return gelu_tanh(g);
-    case FFN_REGLU:
-    case FFN_DRELU: return relu(g);
-    default: return g;
-    }
-}
-
 // Zero the activations (act = act(gate) * up, already applied) that the layer's rule deems
 // inactive: |act| <= t for the product rule, |act(gate)| <= t for the gate rule (gate holds the
 // pre-activations). The relu rule has exact zeros already and is not launched.

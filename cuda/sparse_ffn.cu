@@ -6,26 +6,29 @@
 
 #define SP_WARPS 4
 
-// act[a] = ffn_act(gate_k · x, up_k · x) for k = active[a]. One warp per list entry; the grid
-// is sized for every hot row and warps past *count return. gate may be null for the plain kind.
+// act[a] = ffn_act(gate_k · x, up_k · x) for k = active[a], zeroed when the layer's rule
+// (rule, t) deems the neuron inactive, exactly as the CPU's sparse executor. One warp per list
+// entry; the grid is sized for every hot row and warps past *count return. gate may be null
+// for the plain kind.
 template <int T>
 __device__ __forceinline__ void gate_up_rows(const u8* gate, const u8* up,
                                              unsigned long long row_bytes, int cols,
                                              const u32* active, const u32* count, const float* x,
-                                             float* act, int kind) {
+                                             float* act, int kind, int rule, float t) {
     u32 a = blockIdx.x * SP_WARPS + threadIdx.x / WARP;
     if (a >= *count) return;
     size_t off = (size_t)active[a] * row_bytes;
     float u = row_dot<T>(up + off, x, cols);
     float g = kind == FFN_RELU ? 0.0f : row_dot<T>(gate + off, x, cols);
-    if (threadIdx.x % WARP == 0) act[a] = ffn_act(kind, g, u);
+    if (threadIdx.x % WARP == 0) act[a] = rule_act(kind, rule, t, g, u);
 }
 
 #define SPARSE_KERNELS(T, SUF)                                                                \
     extern "C" __global__ void sparse_gate_up_##SUF(                                          \
         const u8* gate, const u8* up, unsigned long long row_bytes, int cols,                 \
-        const u32* active, const u32* count, const float* x, float* act, int kind) {          \
-        gate_up_rows<T>(gate, up, row_bytes, cols, active, count, x, act, kind);              \
+        const u32* active, const u32* count, const float* x, float* act, int kind, int rule,  \
+        float t) {                                                                            \
+        gate_up_rows<T>(gate, up, row_bytes, cols, active, count, x, act, kind, rule, t);     \
     }
 
 FOR_EACH_TYPE(SPARSE_KERNELS)

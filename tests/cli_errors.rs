@@ -153,3 +153,90 @@ fn speculative_flags_are_checked() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("tokens per verify"));
 }
+
+#[test]
+fn vram_budget_and_gpu_layers_without_a_gpu_are_clear_errors() {
+    #[cfg(feature = "cuda")]
+    if powerinfer::backend::cuda::unavailable_reason().is_none() {
+        // There they run: scripts/gpu-check.sh checks them.
+        eprintln!("SKIPPED: a GPU is usable here");
+        return;
+    }
+    let m = common::synthetic_model_with_sidecar("cli-vram");
+    let m = m.to_str().unwrap();
+    let run = |flags: &[&str]| {
+        let mut a = vec!["run", "-m", m, "-p", "hi", "-n", "2"];
+        a.extend_from_slice(flags);
+        powerinfer(&a)
+    };
+    for flags in [
+        &["--sparse", "--vram-budget", "0.5"][..],
+        &["--oracle", "--vram-budget", "0.5"],
+        &["--vram-budget", "0.5"],
+    ] {
+        let out = run(flags);
+        assert_clean_error(&out, "--vram-budget: ");
+        assert_clean_error(&out, "GPU");
+    }
+    let out = run(&["--gpu-layers", "2"]);
+    assert_clean_error(&out, "--gpu-layers: ");
+    assert_clean_error(&out, "GPU");
+    // Subcommands without a GPU path say so.
+    let out = powerinfer(&["bench", "-m", m, "--vram-budget", "1"]);
+    assert_clean_error(&out, "--vram-budget: ");
+    let out = powerinfer(&["bench", "-m", m, "--speculative", "2", "--gpu-layers", "1"]);
+    assert_clean_error(&out, "runs on the CPU only");
+    let out = powerinfer(&["perplexity", "-m", m, "--gpu-layers", "1"]);
+    assert_clean_error(&out, "runs on the CPU only");
+}
+
+#[test]
+fn gpu_placement_flags_that_contradict_each_other() {
+    for flags in [
+        &["--cpu", "--vram-budget", "1"][..],
+        &["--cpu", "--gpu-layers", "1"],
+        &["--sparse", "--gpu-layers", "1"],
+    ] {
+        let mut a = vec!["run", "-m", "/no/such/model.gguf", "-p", "hi"];
+        a.extend_from_slice(flags);
+        let out = powerinfer(&a);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} accepted");
+        assert!(
+            stderr.contains("cannot be used with"),
+            "{flags:?}: {stderr}"
+        );
+    }
+    let out = powerinfer(&[
+        "run",
+        "-m",
+        "/no/such/model.gguf",
+        "-p",
+        "hi",
+        "--sparse",
+        "--vram-budget",
+        "-1",
+    ]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn profile_phases_says_when_no_hybrid_ffn_ran() {
+    let m = common::synthetic_model_with_sidecar("cli-phases");
+    let m = m.to_str().unwrap();
+    let out = powerinfer(&[
+        "run",
+        "-m",
+        m,
+        "--cpu",
+        "--sparse",
+        "--profile-phases",
+        "-p",
+        "hi",
+        "-n",
+        "3",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("no hybrid FFN ran"), "{stderr}");
+}

@@ -504,7 +504,18 @@ fn sparse_ffn_kernels_match_twins_for_every_type_and_kind() {
         // Two neurons in three, listed backwards: hot rows are not in neuron order.
         let hot_ids: Vec<u32> = (0..n_ff as u32).filter(|i| i % 3 != 1).rev().collect();
         let x = rng.vec(d_model);
-        for kind in KINDS {
+        // The three rules; the thresholds are small next to these activations, so that
+        // some neurons are zeroed and most are not.
+        let rules = [
+            (SparsityRule::Relu, 0.0),
+            (SparsityRule::Gate, 0.05),
+            (SparsityRule::Product, 0.05),
+        ];
+        for (kind, (rule, t)) in KINDS
+            .into_iter()
+            .flat_map(|k| rules.into_iter().map(move |r| (k, r)))
+        {
+            let th = LayerThreshold { rule, t };
             let g = kind.is_gated().then_some(&gate[..]);
             let hot = b
                 .load_hot_ffn(
@@ -518,7 +529,8 @@ fn sparse_ffn_kernels_match_twins_for_every_type_and_kind() {
                     &down,
                     &hot_ids,
                 )
-                .unwrap_or_else(|e| panic!("{ty} {kind:?}: {e}"));
+                .unwrap_or_else(|e| panic!("{ty} {kind:?}: {e}"))
+                .with_threshold(th);
             let mut s = b.new_sparse_scratch(&pred, &hot);
             // Every third hot row, plus the last: not a multiple of the 4 warps of a block.
             let mut active: Vec<u32> = (0..hot_ids.len() as u32).step_by(3).collect();
@@ -539,6 +551,7 @@ fn sparse_ffn_kernels_match_twins_for_every_type_and_kind() {
             let act = b.hot_activations(&s);
             let want = twins::sparse_gate_up(
                 kind,
+                th,
                 ty,
                 d_model,
                 g.map(|_| &gate_hot[..]),
@@ -546,7 +559,12 @@ fn sparse_ffn_kernels_match_twins_for_every_type_and_kind() {
                 &active,
                 &x,
             );
-            assert_close(&format!("sparse_gate_up_{ty} {kind:?}"), &act, &want, 1e-5);
+            assert_close(
+                &format!("sparse_gate_up_{ty} {kind:?} {th:?}"),
+                &act,
+                &want,
+                1e-5,
+            );
 
             // The GPU's activations feed the down twin, so this checks sparse_down alone.
             let dense_down = twins::dequantize_matrix(GgmlType::Q8_0, &down, d_model, n_ff);

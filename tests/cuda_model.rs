@@ -8,9 +8,9 @@ mod common;
 
 use powerinfer::backend::cuda::CudaBackend;
 use powerinfer::backend::{Backend, CpuBackend};
-use powerinfer::model::{FfnKind, FfnObserver, FfnTaps, Model, ModelError};
+use powerinfer::model::{FfnKind, FfnObserver, FfnTaps, Model};
 use powerinfer::quant::GgmlType;
-use powerinfer::sparse::{FfnMode, LayerThreshold, SidecarLayer, SparsityRule};
+use powerinfer::sparse::{sidecar, FfnMode, LayerThreshold, Sidecar, SparsityRule};
 
 fn gpu() -> Option<CudaBackend> {
     match CudaBackend::new(0) {
@@ -224,11 +224,11 @@ fn gpu_masked_ffn_matches_cpu_on_synthetic_model() {
 }
 
 #[test]
-fn gpu_keeps_host_weights_and_refuses_sparse_modes_cleanly() {
+fn gpu_keeps_host_weights() {
     let Some(gpu) = gpu() else { return };
     let synth = SynthModel::new("host");
     let cpu = Model::load(&synth.0, CpuBackend::new(), None).unwrap();
-    let mut gm = Model::load(&synth.0, gpu.clone(), None).unwrap();
+    let gm = Model::load(&synth.0, gpu.clone(), None).unwrap();
     // The GGUF bytes of every down matrix, as the CPU backend sees them.
     for (c, g) in cpu.weights.layers.iter().zip(&gm.weights.layers) {
         let (c, g) = (
@@ -238,37 +238,69 @@ fn gpu_keeps_host_weights_and_refuses_sparse_modes_cleanly() {
         assert_eq!((g.ty, g.rows, g.cols), (c.ty, c.rows, c.cols));
         assert!(g.data == c.data, "down bytes differ");
     }
-    // A sidecar attaches (it reads those bytes); the relu rule of this ReGLU model.
-    let c = &gm.config;
-    let th = LayerThreshold {
-        rule: SparsityRule::Relu,
-        t: 0.0,
-    };
-    let sc = common::test_sidecar(
-        &gm.file,
-        c.d_model,
-        c.n_ff,
-        (0..c.n_layer)
-            .map(|_| SidecarLayer {
-                threshold: th,
-                freq: vec![0.5; c.n_ff],
-                predictor: None,
-                hot: vec![],
-            })
-            .collect(),
-    );
-    gm.attach_sidecar(&sc).unwrap();
+    // Without a sidecar the GPU has no sparse FFN: the modes are refused before a layer runs.
     assert!(gpu.runs_ffn_mode(&FfnMode::Dense));
     for mode in [FfnMode::Oracle, FfnMode::Predicted] {
         assert!(!gpu.runs_ffn_mode(&mode));
         let mut st = gm.new_state(16);
         st.ffn_mode = mode;
-        // A prompt runs densely (masked by the sidecar's rule); a decoded token would take
-        // the sparse FFN, which the GPU lacks: an error, not a panic.
-        gm.forward(&mut st, &[1, 2, 3], false).unwrap();
-        let e = gm.forward(&mut st, &[4], false).unwrap_err();
-        assert!(matches!(e, ModelError::Unsupported { .. }), "{e}");
-        assert_eq!(st.pos, 3);
+        assert!(gm.forward(&mut st, &[1], false).is_err());
+        assert_eq!(st.pos, 0);
+    }
+}
+
+/// The hybrid FFN on the GPU (predictors and hot neurons in VRAM, the rest on the CPU)
+/// decodes like the CPU's sparse FFN, for no, some and all neurons hot, oracle and
+/// predicted (random predictors: an arbitrary part of every layer).
+#[test]
+fn gpu_hybrid_ffn_decodes_like_cpu_sparse() {
+    let Some(gpu) = gpu() else { return };
+    let path = common::synthetic_model_with_sidecar("cuda-hybrid");
+    let sc = Sidecar::read(&sidecar::default_path(&path)).unwrap();
+    let mut cpu = Model::load(&path, CpuBackend::new(), None).unwrap();
+    cpu.attach_sidecar(&sc).unwrap();
+    let (n_layer, n_ff) = (cpu.config.n_layer, cpu.config.n_ff);
+    let toks = tokens(24, cpu.config.vocab_size, 5);
+    for tenths in [0u32, 3, 10] {
+        let hot: Vec<Vec<u32>> = (0..n_layer as u32)
+            .map(|l| {
+                (0..n_ff as u32)
+                    .filter(|i| (i * 7 + l * 3) % 10 < tenths)
+                    .collect()
+            })
+            .collect();
+        // With a budget the dense FFN matrices stay on the host (the prompt's FFN then runs
+        // on the CPU): the first placement checks that too.
+        let backend = if tenths == 3 {
+            gpu.clone().with_ffn_on_host()
+        } else {
+            gpu.clone()
+        };
+        let mut gm = Model::load(&path, backend, None).unwrap();
+        gm.attach_sidecar_placed(&sc, Some(&hot)).unwrap();
+        let counts: Vec<usize> = hot.iter().map(Vec::len).collect();
+        assert_eq!(gm.backend.hot_counts(), Some(counts));
+        for mode in [FfnMode::Oracle, FfnMode::Predicted] {
+            let what = format!("{tenths}/10 hot, {}", mode.name());
+            let (mut sc_, mut sg) = (cpu.new_state(64), gm.new_state(64));
+            sc_.ffn_mode = mode.clone();
+            sg.ffn_mode = mode.clone();
+            sg.sparse.hybrid.phases.timed = true;
+            // A prompt (dense FFN, masked), then decoding (the hybrid FFN).
+            let c = cpu.forward(&mut sc_, &toks[..4], false).unwrap().to_vec();
+            let g = gm.forward(&mut sg, &toks[..4], false).unwrap().to_vec();
+            let e = rel_err(&g, &c);
+            assert!(e < 2e-2, "{what} prompt: relative error {e:.2e}");
+            for (i, &t) in toks[4..].iter().enumerate() {
+                let c = cpu.forward(&mut sc_, &[t], false).unwrap().to_vec();
+                let g = gm.forward(&mut sg, &[t], false).unwrap().to_vec();
+                let e = rel_err(&g, &c);
+                assert!(e < 2e-2, "{what} token {i}: relative error {e:.2e}");
+            }
+            let p = &sg.sparse.hybrid.phases;
+            assert_eq!(p.calls, ((toks.len() - 4) * n_layer) as u64, "{what}");
+            eprintln!("{what}:\n{}", p.report());
+        }
     }
 }
 
@@ -297,6 +329,30 @@ fn gpu_batched_decode_matches_each_sequence_alone() {
             let want = gm.forward(&mut alone[i], &[t], false).unwrap().to_vec();
             let e = rel_err(&batched[i].logits, &want);
             assert!(e < 1e-4, "step {step} sequence {i}: relative error {e:.2e}");
+        }
+    }
+}
+
+/// The dense layer split (`--gpu-layers N`): the weights of layers N.. on the host, their
+/// matmuls on the CPU; logits as the CPU's for no, some and all layers in VRAM.
+#[test]
+fn gpu_layer_split_matches_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let synth = SynthModel::new("split");
+    let cpu = Model::load(&synth.0, CpuBackend::new(), None).unwrap();
+    let toks = tokens(12, cpu.config.vocab_size, 3);
+    for n in [0, 2, cpu.config.n_layer] {
+        let gm = Model::load(&synth.0, gpu.clone().with_gpu_layers(n), None).unwrap();
+        assert_eq!(gm.backend.gpu_layers(), Some(n));
+        let (mut sc_, mut sg) = (cpu.new_state(32), gm.new_state(32));
+        let c = cpu.forward(&mut sc_, &toks[..6], false).unwrap().to_vec();
+        let g = gm.forward(&mut sg, &toks[..6], false).unwrap().to_vec();
+        assert!(rel_err(&g, &c) < 2e-2, "{n} layers: prompt");
+        for &t in &toks[6..] {
+            let c = cpu.forward(&mut sc_, &[t], false).unwrap().to_vec();
+            let g = gm.forward(&mut sg, &[t], false).unwrap().to_vec();
+            let e = rel_err(&g, &c);
+            assert!(e < 2e-2, "{n} layers: decode relative error {e:.2e}");
         }
     }
 }

@@ -4,12 +4,14 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod layer_split;
 
 use std::sync::Arc;
 
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::model::{FfnKind, ModelError, RopeStyle};
 use crate::quant::QMatrix;
+use crate::sparse::hybrid::LayerUpload;
 use crate::sparse::{LayerThreshold, SparseLayer, SparseScratch};
 
 pub use cpu::CpuBackend;
@@ -35,6 +37,8 @@ pub trait Backend: Send + Sync {
     type Weight: Send + Sync;
     /// Key and value cache of every layer for one sequence.
     type KvCache: Send;
+    /// Per-sequence buffers of the backend's own sparse FFN (the hybrid FFN's device side).
+    type DeviceScratch: Send + Default;
 
     fn name(&self) -> String;
 
@@ -117,11 +121,19 @@ pub trait Backend: Send + Sync {
         gate: &Self::Tensor,
         act: &mut Self::Tensor,
     ) -> bool;
-    /// The sparse FFN of one layer over every row of `x` (see `sparse::SparseLayer`); `out`
-    /// receives the FFN output. Returns false when the backend has no sparse FFN.
+    /// Called when a profile sidecar is attached to the model: a backend that runs the sparse
+    /// FFN on a device puts each layer's predictor and hot neurons there (the CPU keeps
+    /// everything on the host and takes nothing).
+    fn attach_sparse(&mut self, _layers: &[LayerUpload]) -> Result<(), ModelError> {
+        Ok(())
+    }
+    /// The sparse FFN of layer `il` over every row of `x` (see `sparse::SparseLayer`, the
+    /// CPU's part of it); `out` receives the FFN output. Returns false when the backend has
+    /// no sparse FFN.
     #[allow(clippy::too_many_arguments)]
     fn sparse_ffn(
         &self,
+        il: usize,
         layer: &SparseLayer,
         kind: FfnKind,
         gate: Option<&Self::Weight>,
@@ -129,6 +141,7 @@ pub trait Backend: Send + Sync {
         x: &Self::Tensor,
         oracle: bool,
         scratch: &mut SparseScratch,
+        dev: &mut Self::DeviceScratch,
         out: &mut Self::Tensor,
     ) -> bool;
 

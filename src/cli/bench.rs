@@ -12,7 +12,8 @@ use powerinfer::bench::{
 };
 use powerinfer::sparse::FfnMode;
 
-use super::common::{ModelArgs, SidecarUse, SpecArgs};
+use super::common::{AnyEngine, ModelArgs, SidecarUse, SpecArgs};
+use powerinfer::generate::Engine;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -72,7 +73,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         args.n_prompt > 0 && args.n_gen > 0,
         "-p and -n must be positive"
     );
-    let mut machine = Machine::probe();
+    let machine = Machine::probe();
     let asked: Option<Vec<FfnMode>> = args
         .modes
         .as_ref()
@@ -93,90 +94,29 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         None if flags_want_sidecar || args.spec.wants_sidecar() => SidecarUse::Required,
         None => SidecarUse::IfPresent,
     };
-    let (engine, sidecar) = args.model.load_bench(want)?;
-    let modes = asked.unwrap_or_else(|| match sidecar {
-        Some(_) => vec![FfnMode::Dense, FfnMode::Oracle, FfnMode::Predicted],
-        None => vec![FfnMode::Dense],
-    });
-    let model = &engine.model;
-    let c = &model.config;
-    let mut state = model.new_state(args.model.ctx_size);
-    anyhow::ensure!(
-        args.n_prompt + args.n_gen <= state.n_ctx,
-        "-p + -n = {} exceeds the context of {}",
-        args.n_prompt + args.n_gen,
-        state.n_ctx
-    );
-    let path = args.model.model_path()?;
-    // f16 keys and values.
-    let traffic = DecodeTraffic::from_gguf(&model.file, c.kv_dim(), c.n_layer, 2)?;
-    let prompt = random_prompt(args.n_prompt, c.vocab_size);
-    let runs = run_interleaved(model, &mut state, &modes, &prompt, args.n_gen, args.reps)?;
-    // Before the bandwidth buffer exists, so that the peak is the engine's own.
-    let peak_rss = peak_rss_mib();
-    let bandwidth = measure_read_bandwidth(args.bandwidth_mib, 5);
-    machine.finish();
-    let dense = runs.iter().find(|r| r.mode == FfnMode::Dense);
-    let reports: Vec<ModeReport> = runs
-        .iter()
-        .map(|r| {
-            ModeReport::new(
-                r,
-                dense,
-                &traffic,
-                bandwidth.gb_s,
-                args.n_prompt,
-                args.n_gen,
-            )
-        })
-        .collect();
-    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
-    let kv_bytes = traffic.kv_bytes_per_pos as usize * state.n_ctx;
-    let report = BenchReport {
-        machine,
-        model: ModelInfo {
-            path: path.display().to_string(),
-            name: model
-                .file
-                .get_str("general.name")
-                .ok()
-                .flatten()
-                .map(str::to_string),
-            arch: c.arch.name().to_string(),
-            synthetic: powerinfer::synth::is_synthetic(&model.file),
-            n_layer: c.n_layer,
-            d_model: c.d_model,
-            n_ff: c.n_ff,
-            ffn: c.ffn.name().to_string(),
-            file_mib: mib(model.file.bytes().len()),
-        },
-        backend: model.backend.name(),
-        threads: rayon::current_num_threads(),
-        n_prompt: args.n_prompt,
-        n_gen: args.n_gen,
-        reps: args.reps,
-        bandwidth,
-        traffic,
-        prefill_tok_s: reports[0].prefill_tok_s.clone(),
-        decode_tok_s: reports[0].decode_tok_s.clone(),
-        modes: reports,
-        peak_rss_mib: peak_rss,
-        model_file_mib: mib(model.file.bytes().len()),
-        kv_cache_mib: mib(kv_bytes),
-        n_ctx: state.n_ctx,
-    };
-    let speculative = match args.spec.speculative {
-        Some(k) => {
-            let draft_engine = args.spec.load_draft(&args.model)?;
-            Some(super::bench_spec::bench_speculative(
-                args,
-                &engine,
-                draft_engine.as_ref(),
-                &prompt,
-                k,
-            )?)
+    let (engine, sidecar) = args
+        .model
+        .load_bench(want, args.spec.speculative.is_some())?;
+    let (report, speculative) = match &engine {
+        AnyEngine::Cpu(e) => {
+            let (report, prompt) = measure(args, e, sidecar, asked, machine)?;
+            let speculative = match args.spec.speculative {
+                Some(k) => {
+                    let draft_engine = args.spec.load_draft(&args.model)?;
+                    Some(super::bench_spec::bench_speculative(
+                        args,
+                        e,
+                        draft_engine.as_ref(),
+                        &prompt,
+                        k,
+                    )?)
+                }
+                None => None,
+            };
+            (report, speculative)
         }
-        None => None,
+        #[cfg(feature = "cuda")]
+        AnyEngine::Cuda(e) => (measure(args, e, sidecar, asked, machine)?.0, None),
     };
     let mut value = serde_json::to_value(&report)?;
     if let Some(s) = &speculative {
@@ -270,4 +210,91 @@ fn print_tables(r: &BenchReport) {
             }
         );
     }
+}
+
+/// Every mode's prefill and decode speed on `engine`, and the random prompt used.
+fn measure<B: Backend>(
+    args: &BenchArgs,
+    engine: &Engine<B>,
+    sidecar: Option<PathBuf>,
+    asked: Option<Vec<FfnMode>>,
+    mut machine: Machine,
+) -> anyhow::Result<(BenchReport, Vec<u32>)> {
+    let modes = asked.unwrap_or_else(|| match sidecar {
+        Some(_) => vec![FfnMode::Dense, FfnMode::Oracle, FfnMode::Predicted],
+        None => vec![FfnMode::Dense],
+    });
+    let model = &engine.model;
+    let c = &model.config;
+    let mut state = model.new_state(args.model.ctx_size);
+    anyhow::ensure!(
+        args.n_prompt + args.n_gen <= state.n_ctx,
+        "-p + -n = {} exceeds the context of {}",
+        args.n_prompt + args.n_gen,
+        state.n_ctx
+    );
+    let path = args.model.model_path()?;
+    // f16 keys and values.
+    let traffic = DecodeTraffic::from_gguf(&model.file, c.kv_dim(), c.n_layer, 2)?;
+    let prompt = random_prompt(args.n_prompt, c.vocab_size);
+    state.sparse.hybrid.phases.timed = args.model.profile_phases;
+    let runs = run_interleaved(model, &mut state, &modes, &prompt, args.n_gen, args.reps)?;
+    // Before the bandwidth buffer exists, so that the peak is the engine's own.
+    let peak_rss = peak_rss_mib();
+    let bandwidth = measure_read_bandwidth(args.bandwidth_mib, 5);
+    machine.finish();
+    let dense = runs.iter().find(|r| r.mode == FfnMode::Dense);
+    let reports: Vec<ModeReport> = runs
+        .iter()
+        .map(|r| {
+            ModeReport::new(
+                r,
+                dense,
+                &traffic,
+                bandwidth.gb_s,
+                args.n_prompt,
+                args.n_gen,
+            )
+        })
+        .collect();
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+    let kv_bytes = traffic.kv_bytes_per_pos as usize * state.n_ctx;
+    let report = BenchReport {
+        machine,
+        model: ModelInfo {
+            path: path.display().to_string(),
+            name: model
+                .file
+                .get_str("general.name")
+                .ok()
+                .flatten()
+                .map(str::to_string),
+            arch: c.arch.name().to_string(),
+            synthetic: powerinfer::synth::is_synthetic(&model.file),
+            n_layer: c.n_layer,
+            d_model: c.d_model,
+            n_ff: c.n_ff,
+            ffn: c.ffn.name().to_string(),
+            file_mib: mib(model.file.bytes().len()),
+        },
+        backend: model.backend.name(),
+        threads: rayon::current_num_threads(),
+        n_prompt: args.n_prompt,
+        n_gen: args.n_gen,
+        reps: args.reps,
+        bandwidth,
+        traffic,
+        prefill_tok_s: reports[0].prefill_tok_s.clone(),
+        decode_tok_s: reports[0].decode_tok_s.clone(),
+        modes: reports,
+        peak_rss_mib: peak_rss,
+        model_file_mib: mib(model.file.bytes().len()),
+        kv_cache_mib: mib(kv_bytes),
+        n_ctx: state.n_ctx,
+    };
+    if args.model.profile_phases {
+        eprintln!("(phases summed over every sparse mode's runs)");
+        super::run::print_phases(&state.sparse.hybrid.phases);
+    }
+    Ok((report, prompt))
 }

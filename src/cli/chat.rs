@@ -141,6 +141,11 @@ fn chat<B: Backend>(
                     stats.generated_tokens,
                     stats.decode_tps()
                 );
+                if args.model.profile_phases {
+                    // This turn's phases only.
+                    super::run::print_phases(&gen.state.sparse.hybrid.phases);
+                    gen.state.sparse.hybrid.phases.clear();
+                }
                 if let Some(s) = stats.speculative {
                     eprintln!(
                         "[speculative: {:.0}% of drafts accepted, {:.2} tokens per verify]",

@@ -36,8 +36,24 @@ pub struct ModelArgs {
     #[arg(long, conflicts_with = "cpu")]
     pub gpu: bool,
     /// Run on the CPU even when a GPU is usable
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["vram_budget", "gpu_layers"])]
     pub cpu: bool,
+    /// VRAM budget in GiB. With a sidecar (--sparse/--oracle): its hot neurons for this
+    /// budget (its placement, re-solved when made for another budget) go to the GPU with
+    /// attention, KV cache and predictors; cold neurons and the dense FFN matrices stay on the
+    /// CPU. Without: as many whole layers as fit (the --gpu-layers baseline). `profile` and
+    /// `place` solve their placement for it
+    #[arg(long, value_name = "GiB")]
+    pub vram_budget: Option<f64>,
+    /// Dense layer split (llama.cpp's -ngl): the weights of the first N layers on the GPU,
+    /// the others read by the CPU
+    #[arg(long, value_name = "N", conflicts_with_all = ["sparse", "oracle", "vram_budget"])]
+    pub gpu_layers: Option<usize>,
+    /// After the run, print the hybrid FFN's time per phase (predict, mask copy, hot, cold,
+    /// upload + merge) and how much of the hot part the cold part hid; the GPU waits after
+    /// each phase to time it
+    #[arg(long)]
+    pub profile_phases: bool,
 }
 
 /// A loaded engine on whichever backend was chosen.
@@ -81,25 +97,62 @@ impl ModelArgs {
         Ok(p)
     }
 
+    /// The flag that asks for the GPU, if any (--gpu, --vram-budget, --gpu-layers).
+    pub fn gpu_flag(&self) -> Option<&'static str> {
+        if self.gpu {
+            Some("--gpu")
+        } else if self.vram_budget.is_some() {
+            Some("--vram-budget")
+        } else if self.gpu_layers.is_some() {
+            Some("--gpu-layers")
+        } else {
+            None
+        }
+    }
+
+    /// --vram-budget in bytes.
+    fn budget_bytes(&self) -> anyhow::Result<Option<u64>> {
+        self.vram_budget
+            .map(|g| {
+                anyhow::ensure!(
+                    g.is_finite() && g > 0.0,
+                    "--vram-budget must be a positive number of GiB"
+                );
+                Ok((g * (1u64 << 30) as f64) as u64)
+            })
+            .transpose()
+    }
+
     /// Size the thread pool, choose the backend and load the model: the GPU when one is
-    /// usable and runs the requested FFN mode, otherwise the CPU.
+    /// usable (for the sparse modes, the hybrid FFN: hot neurons there, cold ones on the
+    /// CPU), otherwise the CPU.
     pub fn load(&self) -> anyhow::Result<AnyEngine> {
+        Ok(self.load_any(SidecarUse::No)?.0)
+    }
+
+    /// [`ModelArgs::load`], attaching the sidecar as `want` says; also returns the sidecar's
+    /// path when one was attached.
+    fn load_any(&self, want: SidecarUse) -> anyhow::Result<(AnyEngine, Option<PathBuf>)> {
         init_threads(self.threads)?;
         let path = self.model_path()?;
+        let budget = self.budget_bytes()?;
         #[cfg(feature = "cuda")]
         if !self.cpu {
             use powerinfer::backend::cuda::{CudaBackend, CudaError};
             match CudaBackend::new(0) {
-                Ok(b) if b.runs_ffn_mode(&self.ffn_mode()) => {
-                    return Ok(AnyEngine::Cuda(self.load_on(&path, b, SidecarUse::No)?.0))
+                Ok(b) => {
+                    let b = match self.split_layers(&path, budget, want)? {
+                        Some(n) => b.with_gpu_layers(n),
+                        // The budget holds the hot neurons, not the dense FFN matrices.
+                        None if budget.is_some() => b.with_ffn_on_host(),
+                        None => b,
+                    };
+                    let (e, sc) = self.load_on(&path, b, want)?;
+                    return Ok((AnyEngine::Cuda(e), sc));
                 }
-                Ok(_) => {
-                    anyhow::ensure!(!self.gpu, "sparse FFN on the GPU: not yet; drop --gpu");
-                    tracing::info!(
-                        "--sparse/--oracle: no sparse FFN on the GPU yet; running on the CPU"
-                    );
+                Err(e) if self.gpu_flag().is_some() => {
+                    anyhow::bail!("{}: no usable GPU: {e}", self.gpu_flag().unwrap_or("--gpu"))
                 }
-                Err(e) if self.gpu => anyhow::bail!("--gpu: no usable GPU: {e}"),
                 // No GPU on this machine is the ordinary case: say so only when asked.
                 Err(e @ (CudaError::NoDriver | CudaError::NoNvrtc | CudaError::NoDevice)) => {
                     tracing::debug!("no GPU ({e}); running on the CPU")
@@ -108,22 +161,27 @@ impl ModelArgs {
             }
         }
         #[cfg(not(feature = "cuda"))]
-        anyhow::ensure!(
-            !self.gpu,
-            "--gpu: this build has no GPU support (built without the `cuda` feature)"
-        );
-        Ok(AnyEngine::Cpu(
-            self.load_on(&path, CpuBackend::new(), SidecarUse::No)?.0,
-        ))
+        if let Some(flag) = self.gpu_flag() {
+            anyhow::bail!(
+                "{flag}: this build has no GPU support (built without the `cuda` feature)"
+            );
+        }
+        let _ = budget;
+        let (e, sc) = self.load_on(&path, CpuBackend::new(), want)?;
+        Ok((AnyEngine::Cpu(e), sc))
     }
 
     /// Load on the CPU, for the subcommands that have no GPU path (`what` names the one
-    /// asking); `--gpu` is then an error rather than silently ignored.
-    pub fn load_cpu(&self, what: &str) -> anyhow::Result<Engine<CpuBackend>> {
-        anyhow::ensure!(
-            !self.gpu,
-            "--gpu: `powerinfer {what}` runs on the CPU only; drop --gpu"
-        );
+    /// asking); the GPU flags are then errors rather than silently ignored, except
+    /// --vram-budget where the subcommand takes it for its placement (`takes_budget`).
+    pub fn load_cpu(&self, what: &str, takes_budget: bool) -> anyhow::Result<Engine<CpuBackend>> {
+        let flag = match self.gpu_flag() {
+            Some("--vram-budget") if takes_budget => None,
+            f => f,
+        };
+        if let Some(flag) = flag {
+            anyhow::bail!("{flag}: `powerinfer {what}` runs on the CPU only; drop {flag}");
+        }
         init_threads(self.threads)?;
         let path = self.model_path()?;
         Ok(self.load_on(&path, CpuBackend::new(), SidecarUse::No)?.0)
@@ -132,10 +190,9 @@ impl ModelArgs {
     /// Load on the CPU for speculative decoding, attaching the sidecar also when a sparse draft
     /// of this model needs it (the model itself still runs dense unless --sparse).
     pub fn load_with(&self, spec: Option<&SpecArgs>) -> anyhow::Result<Engine<CpuBackend>> {
-        anyhow::ensure!(
-            !self.gpu,
-            "--gpu: speculative decoding runs on the CPU only; drop --gpu"
-        );
+        if let Some(flag) = self.gpu_flag() {
+            anyhow::bail!("{flag}: speculative decoding runs on the CPU only; drop {flag}");
+        }
         init_threads(self.threads)?;
         let path = self.model_path()?;
         let sparse_draft = spec.is_some_and(|s| s.self_draft_mode() == Some(DraftMode::Sparse));
@@ -147,19 +204,35 @@ impl ModelArgs {
         Ok(self.load_on(&path, CpuBackend::new(), want)?.0)
     }
 
-    /// Load on the CPU for `bench`, attaching the sidecar as `want` says; returns the
-    /// sidecar's path when one was attached.
+    /// Load for `bench` as [`ModelArgs::load`] does (the GPU when usable), attaching the
+    /// sidecar as `want` says; returns the sidecar's path when one was attached. With
+    /// `speculative` on the CPU only (speculative decoding has no GPU path).
     pub fn load_bench(
         &self,
         want: SidecarUse,
-    ) -> anyhow::Result<(Engine<CpuBackend>, Option<PathBuf>)> {
-        anyhow::ensure!(
-            !self.gpu,
-            "--gpu: `powerinfer bench` runs on the CPU only; drop --gpu"
-        );
+        speculative: bool,
+    ) -> anyhow::Result<(AnyEngine, Option<PathBuf>)> {
+        if !speculative {
+            return self.load_any(want);
+        }
+        if let Some(flag) = self.gpu_flag() {
+            anyhow::bail!(
+                "{flag}: `powerinfer bench --speculative` runs on the CPU only; drop {flag}"
+            );
+        }
         init_threads(self.threads)?;
         let path = self.model_path()?;
-        self.load_on(&path, CpuBackend::new(), want)
+        let (e, sc) = self.load_on(&path, CpuBackend::new(), want)?;
+        Ok((AnyEngine::Cpu(e), sc))
+    }
+
+    /// Will loading `path` attach its sidecar (for --sparse/--oracle, and as `want` says)?
+    fn attaches(&self, path: &std::path::Path, want: SidecarUse) -> bool {
+        match want {
+            SidecarUse::No => self.sparse || self.oracle,
+            SidecarUse::Required => true,
+            SidecarUse::IfPresent => self.sparse || self.oracle || self.sidecar_path(path).exists(),
+        }
     }
 
     /// The sidecar path: --sidecar, or MODEL.powerinfer.gguf next to the model.
@@ -181,15 +254,14 @@ impl ModelArgs {
         let mut engine = Engine::load(path, backend, self.activation.as_deref())
             .with_context(|| format!("loading {}", path.display()))?;
         let sc_path = self.sidecar_path(path);
-        let attach = match want {
-            SidecarUse::No => self.sparse || self.oracle,
-            SidecarUse::Required => true,
-            SidecarUse::IfPresent => self.sparse || self.oracle || sc_path.exists(),
-        };
-        let attached = if attach {
+        let attached = if self.attaches(path, want) {
             let sc = powerinfer::sparse::Sidecar::read(&sc_path)?;
             sc.check_model(&sc_path, &engine.model.file)?;
-            engine.model.attach_sidecar(&sc)?;
+            let hot = match self.budget_bytes()? {
+                Some(b) => Some(hot_lists(&engine.model, &sc, b, self.ctx_size)?),
+                None => None,
+            };
+            engine.model.attach_sidecar_placed(&sc, hot.as_deref())?;
             tracing::info!("sparse FFN from {}", sc_path.display());
             Some(sc_path)
         } else {
@@ -206,6 +278,58 @@ impl ModelArgs {
         );
         Ok((engine, attached))
     }
+}
+
+impl ModelArgs {
+    /// The dense layer split's N: --gpu-layers, or the whole layers that fit --vram-budget
+    /// when no sidecar is attached to take the budget for its hot neurons.
+    #[cfg(feature = "cuda")]
+    fn split_layers(
+        &self,
+        path: &std::path::Path,
+        budget: Option<u64>,
+        want: SidecarUse,
+    ) -> anyhow::Result<Option<usize>> {
+        use powerinfer::backend::layer_split;
+        if let Some(n) = self.gpu_layers {
+            return Ok(Some(n));
+        }
+        let Some(budget) = budget.filter(|_| !self.attaches(path, want)) else {
+            return Ok(None);
+        };
+        let file = powerinfer::gguf::GgufFile::open(path)?;
+        let c = powerinfer::model::ModelConfig::from_gguf(&file, self.activation.as_deref())?;
+        let ctx = self.ctx_size.clamp(1, c.context_length.max(1));
+        let n = layer_split::layers_within(&file, &c, ctx, budget);
+        tracing::info!(
+            "--vram-budget (dense): the first {n} of {} layers on the GPU",
+            c.n_layer
+        );
+        Ok(Some(n))
+    }
+}
+
+/// The hot neurons of every layer for `budget` bytes (see `profile::hot_for_budget`).
+fn hot_lists<B: Backend>(
+    model: &Model<B>,
+    sc: &powerinfer::sparse::Sidecar,
+    budget: u64,
+    ctx: usize,
+) -> anyhow::Result<Vec<Vec<u32>>> {
+    let p = powerinfer::profile::hot_for_budget(model, sc, budget, ctx)
+        .context("placing the hot neurons for --vram-budget")?;
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let hot: usize = p.hot.iter().map(Vec::len).sum();
+    match p.value_fraction {
+        Some(v) => tracing::info!(
+            "placement re-solved for {:.2} GiB (the sidecar's: {:.2} GiB): {hot} hot neurons, {:.1}% of activation frequency",
+            gib(budget),
+            gib(sc.vram_budget),
+            100.0 * v
+        ),
+        None => tracing::info!("the sidecar's placement for {:.2} GiB: {hot} hot neurons", gib(budget)),
+    }
+    Ok(p.hot)
 }
 
 /// Whether to attach the profile sidecar beyond what --sparse/--oracle ask for.
@@ -244,6 +368,7 @@ pub fn generator<'m, B: Backend>(
         model.ctx_size,
     );
     gen.state.ffn_mode = model.ffn_mode();
+    gen.state.sparse.hybrid.phases.timed = model.profile_phases;
     if let Some(d) = spec.drafter(engine, draft_engine, model.ctx_size)? {
         gen = gen.with_draft(d)?;
     }

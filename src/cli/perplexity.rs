@@ -30,7 +30,7 @@ pub struct PerplexityArgs {
 }
 
 pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
-    let engine = args.model.load_cpu("perplexity")?;
+    let engine = args.model.load_cpu("perplexity", false)?;
     let file = args
         .file
         .clone()

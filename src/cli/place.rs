@@ -12,9 +12,6 @@ use super::common::ModelArgs;
 pub struct PlaceArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// VRAM budget in GiB
-    #[arg(long)]
-    pub vram_budget: f64,
     /// Output [default: overwrite the sidecar]
     #[arg(short, long)]
     pub output: Option<PathBuf>,
@@ -23,7 +20,10 @@ pub struct PlaceArgs {
 }
 
 pub fn run(args: &PlaceArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.vram_budget > 0.0, "--vram-budget must be positive");
+    let Some(vram_budget) = args.model.vram_budget else {
+        anyhow::bail!("--vram-budget GiB is required");
+    };
+    anyhow::ensure!(vram_budget > 0.0, "--vram-budget must be positive");
     let t = std::time::Instant::now();
     let path = args.model.model_path()?;
     let sc_path = args
@@ -42,7 +42,7 @@ pub fn run(args: &PlaceArgs) -> anyhow::Result<()> {
         .filter_map(|l| l.predictor.as_ref())
         .map(|p| p.n_bytes() as u64)
         .sum();
-    let budget = (args.vram_budget * (1u64 << 30) as f64) as u64;
+    let budget = (vram_budget * (1u64 << 30) as f64) as u64;
     let placement = placement_for(&model, &freq, predictor_bytes, args.model.ctx_size, budget)?;
     for (l, lp) in sc.layers.iter_mut().zip(&placement.layers) {
         l.hot = lp.hot.clone();

@@ -47,9 +47,6 @@ pub struct ProfileArgs {
     /// Training rows per layer
     #[arg(long, default_value_t = 4096)]
     pub train_rows: usize,
-    /// VRAM budget in GiB for the hot-neuron placement
-    #[arg(long)]
-    pub vram_budget: Option<f64>,
     /// Tokens per calibration window
     #[arg(long, default_value_t = 256)]
     pub window: usize,
@@ -137,7 +134,7 @@ impl ProfileProgress for Bars {
 }
 
 pub fn run(args: &ProfileArgs) -> anyhow::Result<()> {
-    let engine = args.model.load_cpu("profile")?;
+    let engine = args.model.load_cpu("profile", true)?;
     let path = args.model.model_path()?;
     let relu = matches!(
         engine.model.config.ffn,
@@ -199,7 +196,10 @@ pub fn run(args: &ProfileArgs) -> anyhow::Result<()> {
         ranks: args.ranks.clone(),
         epochs: args.epochs,
         train_rows: args.train_rows,
-        vram_budget: args.vram_budget.map(|g| (g * (1u64 << 30) as f64) as u64),
+        vram_budget: args
+            .model
+            .vram_budget
+            .map(|g| (g * (1u64 << 30) as f64) as u64),
         ctx: args.model.ctx_size,
         seed: args.seed,
     };

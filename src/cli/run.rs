@@ -84,6 +84,9 @@ fn complete<B: Backend>(
         stats.decode_tps(),
         stats.finish
     );
+    if args.model.profile_phases {
+        print_phases(&gen.state.sparse.hybrid.phases);
+    }
     if let Some(s) = stats.speculative {
         eprintln!(
             "speculative: {} drafted, {} accepted ({:.0}%), {:.2} tokens per verify over {} verifies",
@@ -95,4 +98,15 @@ fn complete<B: Backend>(
         );
     }
     Ok(())
+}
+
+/// The hybrid FFN's phase breakdown (`--profile-phases`), or why there is none.
+pub fn print_phases(p: &powerinfer::sparse::hybrid::PhaseStats) {
+    if p.calls == 0 {
+        eprintln!(
+            "--profile-phases: no hybrid FFN ran (it runs for --sparse/--oracle decoding on the GPU)"
+        );
+    } else {
+        eprint!("{}", p.report());
+    }
 }

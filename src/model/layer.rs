@@ -139,6 +139,7 @@ impl<B: Backend> Model<B> {
 
     /// The FFN of the rows of `a.h` under `plan`, into `a.o`. `scratch` is the sequence's
     /// (only the sparse plan uses it).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn ffn(
         &self,
         il: usize,
@@ -146,6 +147,7 @@ impl<B: Backend> Model<B> {
         plan: FfnPlan<'_>,
         a: &mut Activations<B>,
         scratch: &mut SparseScratch,
+        dev: &mut B::DeviceScratch,
         observer: Option<&mut (dyn FfnObserver + '_)>,
     ) {
         match plan {
@@ -153,6 +155,7 @@ impl<B: Backend> Model<B> {
             FfnPlan::Sparse { layer, oracle } => {
                 let (b, c) = (&self.backend, &self.config);
                 let done = b.sparse_ffn(
+                    il,
                     layer,
                     c.ffn,
                     lw.gate.as_ref(),
@@ -160,6 +163,7 @@ impl<B: Backend> Model<B> {
                     &a.h,
                     oracle,
                     scratch,
+                    dev,
                     &mut a.o,
                 );
                 assert!(done, "backend {} has no sparse FFN", b.name());

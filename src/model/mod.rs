@@ -15,7 +15,7 @@ pub use config::{Arch, FfnKind, ModelConfig, RopeStyle, FFN_ACTIVATION_KEY};
 pub use multi::DecodeBatch;
 pub use observer::{FfnObserver, FfnTaps};
 pub use state::State;
-pub use transformer::{Model, SparseModel};
+pub use transformer::{layer_uploads, Model, SparseModel};
 pub use weights::{LayerWeights, Weights};
 
 use crate::gguf::GgufError;

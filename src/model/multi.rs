@@ -137,7 +137,15 @@ impl<B: Backend> Model<B> {
             let FfnPlan::Dense(mask) = plans[i] else {
                 let st = &mut *states[i];
                 b.copy_rows(&bt.a.h, i, 1, &mut st.a.h);
-                self.ffn(il, lw, plans[i], &mut st.a, &mut st.sparse, None);
+                self.ffn(
+                    il,
+                    lw,
+                    plans[i],
+                    &mut st.a,
+                    &mut st.sparse,
+                    &mut st.sparse_dev,
+                    None,
+                );
                 continue;
             };
             let mut group = vec![i];

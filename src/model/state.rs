@@ -23,6 +23,8 @@ pub struct State<B: Backend> {
     /// prompt runs faster through the batched dense kernels with the exact active set.
     pub sparse_prefill: bool,
     pub sparse: SparseScratch,
+    /// The backend's device-side buffers of the sparse FFN.
+    pub(crate) sparse_dev: B::DeviceScratch,
 }
 
 impl<B: Backend> State<B> {
@@ -38,6 +40,7 @@ impl<B: Backend> State<B> {
             ffn_mode: FfnMode::Dense,
             sparse_prefill: false,
             sparse: SparseScratch::default(),
+            sparse_dev: B::DeviceScratch::default(),
         }
     }
 

@@ -7,6 +7,7 @@ use super::{FfnObserver, ModelConfig, ModelError, State, Weights};
 use crate::backend::Backend;
 use crate::gguf::GgufFile;
 use crate::sparse::down::TransposedDown;
+use crate::sparse::hybrid::LayerUpload;
 use crate::sparse::{LayerThreshold, Sidecar, SparseLayer};
 
 /// The sidecar's per-layer data, ready for the sparse FFN.
@@ -55,8 +56,19 @@ impl<B: Backend> Model<B> {
     }
 
     /// Attach a profile sidecar (already checked against this model): predictors, thresholds
-    /// and a neuron-major copy of every down matrix for the sparse FFN.
+    /// and a neuron-major copy of every down matrix for the sparse FFN. A backend with a
+    /// device gets every neuron as hot (see [`Model::attach_sidecar_placed`]).
     pub fn attach_sidecar(&mut self, sc: &Sidecar) -> Result<(), ModelError> {
+        self.attach_sidecar_placed(sc, None)
+    }
+
+    /// [`Model::attach_sidecar`], with `hot[il]` (ascending) the neurons of layer `il` that a
+    /// backend with a device puts there (`None`: all of them); the host computes the others.
+    pub fn attach_sidecar_placed(
+        &mut self,
+        sc: &Sidecar,
+        hot: Option<&[Vec<u32>]>,
+    ) -> Result<(), ModelError> {
         let c = &self.config;
         if sc.layers.len() != c.n_layer || sc.n_ff != c.n_ff || sc.d_model != c.d_model {
             return Err(ModelError::Config(format!(
@@ -98,6 +110,16 @@ impl<B: Backend> Model<B> {
                 down: TransposedDown::new(&down),
             });
         }
+        let all: Vec<Vec<u32>>;
+        let hot = match hot {
+            Some(h) => h,
+            None => {
+                all = vec![(0..c.n_ff as u32).collect(); c.n_layer];
+                &all
+            }
+        };
+        let uploads = layer_uploads(&self.backend, c, &self.weights, sc, hot)?;
+        self.backend.attach_sparse(&uploads)?;
         let thresholds = sc.layers.iter().map(|l| l.threshold).collect();
         self.sparse = Some(SparseModel { layers, thresholds });
         Ok(())
@@ -203,6 +225,7 @@ impl<B: Backend> Model<B> {
                 plan,
                 &mut st.a,
                 &mut st.sparse,
+                &mut st.sparse_dev,
                 observer.as_deref_mut(),
             );
             self.ffn_residual(lw, &mut st.a);
@@ -225,4 +248,49 @@ impl<B: Backend> Model<B> {
         b.matmul(&w.output, &st.a.h, &mut st.logits_dev);
         Ok(())
     }
+}
+
+/// Each layer's sparse FFN as a device takes it: the sidecar's predictor and threshold, the
+/// weights' host bytes, and the hot neurons `hot[il]`.
+pub fn layer_uploads<'a, B: Backend>(
+    backend: &B,
+    c: &ModelConfig,
+    weights: &'a Weights<B>,
+    sc: &'a Sidecar,
+    hot: &'a [Vec<u32>],
+) -> Result<Vec<LayerUpload<'a>>, ModelError> {
+    if hot.len() != c.n_layer {
+        return Err(ModelError::Config(format!(
+            "hot neuron lists for {} layers, the model has {}",
+            hot.len(),
+            c.n_layer
+        )));
+    }
+    let host = |w| {
+        backend.host_matrix(w).ok_or_else(|| {
+            ModelError::Config(format!(
+                "backend {} keeps no host copy of the FFN matrices",
+                backend.name()
+            ))
+        })
+    };
+    weights
+        .layers
+        .iter()
+        .zip(&sc.layers)
+        .zip(hot)
+        .enumerate()
+        .map(|(il, ((lw, sl), hot))| {
+            Ok(LayerUpload {
+                layer: il,
+                kind: c.ffn,
+                threshold: sl.threshold,
+                predictor: sl.predictor.as_ref(),
+                gate: lw.gate.as_ref().map(host).transpose()?,
+                up: host(&lw.up)?,
+                down: host(&lw.down)?,
+                hot,
+            })
+        })
+        .collect()
 }

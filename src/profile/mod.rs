@@ -2,9 +2,11 @@
 //! the predictors, place neurons, and write the sidecar.
 
 mod collector;
+mod hot;
 mod run;
 
 pub use collector::{rule_values, CalibrationPass, CollectPass};
+pub use hot::{hot_for_budget, HotPlacement};
 pub use run::{
     placement_for, profile, ProfileError, ProfileOptions, ProfileProgress, ProfileResult, Target,
 };

@@ -12,7 +12,7 @@ use powerinfer_profiler::{
 };
 
 use super::collector::{CalibrationPass, CollectPass};
-use crate::backend::CpuBackend;
+use crate::backend::{Backend, CpuBackend};
 use crate::corpus::{self, CorpusError};
 use crate::generate::Engine;
 use crate::model::{FfnKind, Model, ModelError};
@@ -144,7 +144,7 @@ fn masked_ppl(
 }
 
 /// Bytes of the tensors that must be on the GPU before any neuron, in priority order.
-fn fixed_items(model: &Model<CpuBackend>, ctx: usize, predictor_bytes: u64) -> Vec<FixedItem> {
+fn fixed_items<B: Backend>(model: &Model<B>, ctx: usize, predictor_bytes: u64) -> Vec<FixedItem> {
     let f = &model.file;
     let sum = |pred: &dyn Fn(&str) -> bool| -> u64 {
         f.tensors
@@ -185,8 +185,8 @@ fn fixed_items(model: &Model<CpuBackend>, ctx: usize, predictor_bytes: u64) -> V
 }
 
 /// Solve the placement for `budget` bytes from per-neuron frequencies (`freq[layer]`).
-pub fn placement_for(
-    model: &Model<CpuBackend>,
+pub fn placement_for<B: Backend>(
+    model: &Model<B>,
     freq: &[Vec<f32>],
     predictor_bytes: u64,
     ctx: usize,

@@ -52,6 +52,8 @@ pub struct SparseScratch {
     qx_up: Option<QuantizedVec>,
     pred: PredictorScratch,
     pub counters: SparseCounters,
+    /// The hybrid FFN's host buffers and phase totals (unused on the CPU alone).
+    pub hybrid: super::hybrid::HybridHost,
 }
 
 /// The gate non-linearity of a gated FFN kind (identity-free: callers handle `Relu`).
@@ -72,6 +74,25 @@ fn neuron_act(kind: FfnKind, g: f32, u: f32) -> f32 {
         FfnKind::Relu => relu(u),
         FfnKind::DReLU => relu(g) * relu(u),
         _ => gate_act(kind, g) * u,
+    }
+}
+
+/// One neuron's activation after the layer's rule: zero when the rule deems it inactive (the
+/// gate rule looks at `|act(gate)|`, the product rule at `|act|`). The hot neurons of the
+/// hybrid FFN (the `sparse_gate_up_*` kernels, their twin, the CPU stand-in) apply exactly
+/// this, so that they keep the same neurons as [`SparseLayer::forward_row`].
+#[inline]
+pub fn rule_activation(kind: FfnKind, th: LayerThreshold, g: f32, u: f32) -> f32 {
+    let a = neuron_act(kind, g, u);
+    let drop = match th.rule {
+        SparsityRule::Relu => false,
+        SparsityRule::Gate => kind.is_gated() && gate_act(kind, g).abs() <= th.t,
+        SparsityRule::Product => a.abs() <= th.t,
+    };
+    if drop {
+        0.0
+    } else {
+        a
     }
 }
 
@@ -133,7 +154,6 @@ impl SparseLayer {
         out: &mut [f32],
     ) {
         let n_ff = self.down.n_ff;
-        let th = self.threshold;
         s.counters.rows += 1;
         s.counters.neurons += n_ff as u64;
         // 1. Candidates.
@@ -147,6 +167,43 @@ impl SparseLayer {
             _ => s.cand.extend(0..n_ff as u32),
         }
         s.counters.predicted += s.cand.len() as u64;
+        self.forward_candidates(kind, w, x, f32_act, s, out);
+    }
+
+    /// One token over the given candidate neurons only (ascending; e.g. the cold neurons the
+    /// device's predictor selected, in the hybrid FFN): the rule, the activation rounding and
+    /// the down columns exactly as [`SparseLayer::forward_row`] does for its candidates.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_listed(
+        &self,
+        kind: FfnKind,
+        w: &FfnWeights,
+        x: &[f32],
+        candidates: &[u32],
+        f32_act: bool,
+        s: &mut SparseScratch,
+        out: &mut [f32],
+    ) {
+        s.counters.rows += 1;
+        s.counters.neurons += candidates.len() as u64;
+        s.counters.predicted += candidates.len() as u64;
+        s.cand.clear();
+        s.cand.extend_from_slice(candidates);
+        self.forward_candidates(kind, w, x, f32_act, s, out);
+    }
+
+    /// Steps 2 to 5 of the sparse FFN over the candidates in `s.cand`.
+    fn forward_candidates(
+        &self,
+        kind: FfnKind,
+        w: &FfnWeights,
+        x: &[f32],
+        f32_act: bool,
+        s: &mut SparseScratch,
+        out: &mut [f32],
+    ) {
+        let n_ff = self.down.n_ff;
+        let th = self.threshold;
         // 2. Gate rows of the candidates; the gate rule filters before up is touched.
         let row_bytes = |m: &QMatrix| m.row_bytes() as u64;
         if let Some(gate) = &w.gate {

@@ -4,12 +4,15 @@
 pub mod down;
 mod down_simd;
 mod executor;
+pub mod hybrid;
 mod mode;
 mod rule;
 pub mod sidecar;
 
 pub(crate) use executor::gate_act;
-pub use executor::{mask_activation, FfnWeights, SparseCounters, SparseLayer, SparseScratch};
+pub use executor::{
+    mask_activation, rule_activation, FfnWeights, SparseCounters, SparseLayer, SparseScratch,
+};
 pub use mode::FfnMode;
 pub use rule::{LayerThreshold, SparsityRule};
 pub use sidecar::{Sidecar, SidecarError, SidecarLayer};

@@ -90,6 +90,7 @@ impl Backend for CpuBackend {
     type Tensor = CpuTensor;
     type Weight = CpuWeight;
     type KvCache = CpuKvCache;
+    type DeviceScratch = ();
 
     fn name(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
@@ -302,6 +303,7 @@ impl Backend for CpuBackend {
 
     fn sparse_ffn(
         &self,
+        _il: usize,
         layer: &SparseLayer,
         kind: FfnKind,
         gate: Option<&CpuWeight>,
@@ -309,6 +311,7 @@ impl Backend for CpuBackend {
         x: &CpuTensor,
         oracle: bool,
         scratch: &mut SparseScratch,
+        _dev: &mut (),
         out: &mut CpuTensor,
     ) -> bool {
         let w = sparse::FfnWeights {

@@ -9,11 +9,13 @@ use half::f16;
 use super::device::{blocks, Arg, Gpu};
 use super::weight::kernel_suffix;
 use super::{CudaError, CudaTensor, CudaWeight};
+use super::{CudaHybridLayer, CudaHybridScratch};
 use crate::backend::cpu::CpuWeight;
 use crate::backend::{AttnParams, Backend};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::model::{FfnKind, ModelError, RopeStyle};
 use crate::quant::{self, GgmlType, QMatrix};
+use crate::sparse::hybrid::{self, HybridDevice, LayerUpload};
 use crate::sparse::{FfnMode, LayerThreshold, SparseLayer, SparseScratch, SparsityRule};
 
 /// Kernel code of a sparsity rule (the RULE_* constants of cuda/elementwise.cu).
@@ -50,6 +52,13 @@ pub struct CudaBackend {
     pub(crate) gpu: Arc<Gpu>,
     /// Token ids of the current `embed` call.
     tokens: Arc<Mutex<Option<CudaSlice<u32>>>>,
+    /// Every layer's predictor and hot neurons, once a sidecar is attached.
+    hybrid: Option<Arc<Vec<CudaHybridLayer>>>,
+    /// Layer split: the weights of layers from this one on stay on the host.
+    pub(crate) host_layers_from: Option<usize>,
+    /// Hybrid FFN under a VRAM budget: the dense FFN matrices stay on the host (only the
+    /// hot neurons' copies go to VRAM, at `attach_sparse`).
+    pub(crate) ffn_on_host: bool,
 }
 
 /// Keys and values of all layers, `[layer][position][kv_dim]` in f16, in VRAM.
@@ -67,6 +76,9 @@ impl CudaBackend {
         Ok(CudaBackend {
             gpu: Arc::new(Gpu::open(ordinal)?),
             tokens: Arc::new(Mutex::new(None)),
+            hybrid: None,
+            host_layers_from: None,
+            ffn_on_host: false,
         })
     }
 
@@ -121,6 +133,7 @@ impl CudaBackend {
                 row_bytes,
                 data: self.gpu.upload(bytes),
                 host: None,
+                host_only: false,
             });
         }
         let to = if ty == GgmlType::BF16 {
@@ -148,6 +161,7 @@ impl CudaBackend {
             row_bytes: to.row_bytes(cols).expect("float rows"),
             data: self.gpu.upload(&out),
             host: None,
+            host_only: false,
         })
     }
 
@@ -183,9 +197,13 @@ impl CudaBackend {
         );
     }
 
-    /// Can a model on this backend run a sequence in `mode`? The dense and masked modes
-    /// can; the sparse FFN (oracle, predicted) has no GPU path yet, so `Model::forward`
-    /// refuses those modes here.
+    /// Hot neurons per layer in VRAM, once a sidecar is attached.
+    pub fn hot_counts(&self) -> Option<Vec<usize>> {
+        self.hybrid
+            .as_ref()
+            .map(|h| h.iter().map(CudaHybridLayer::n_hot).collect())
+    }
+
     /// `y += cold`: the CPU's partial FFN result of the cold neurons, merged into the GPU's.
     pub fn merge_cold(&self, y: &mut CudaTensor, cold: &[f32], scratch: &mut CudaTensor) {
         assert_eq!(cold.len(), y.len(), "cold partial length");
@@ -231,17 +249,32 @@ impl CudaBackend {
 }
 
 impl Backend for CudaBackend {
-    /// Dense and masked FFNs run on the GPU; the sparse modes are not wired yet.
+    /// Dense and masked FFNs run on the GPU; the sparse modes once a sidecar has put the
+    /// predictors and hot neurons there (`attach_sparse`).
     fn runs_ffn_mode(&self, mode: &FfnMode) -> bool {
-        matches!(mode, FfnMode::Dense | FfnMode::Masked(_))
+        matches!(mode, FfnMode::Dense | FfnMode::Masked(_)) || self.hybrid.is_some()
     }
 
     type Tensor = CudaTensor;
     type Weight = CudaWeight;
     type KvCache = CudaKvCache;
+    type DeviceScratch = Option<CudaHybridScratch>;
 
+    /// The device, and where the weights are when not all in VRAM (for bench tables).
     fn name(&self) -> String {
-        format!("cuda ({}, {})", self.gpu.device_name, self.gpu.arch)
+        let mut s = format!("cuda ({}, {})", self.gpu.device_name, self.gpu.arch);
+        if let Some(n) = self.host_layers_from {
+            s += &format!(", weights of layers 0..{n} in VRAM, the rest on the CPU");
+        }
+        if self.ffn_on_host {
+            s += ", dense FFN matrices on the CPU";
+        }
+        if let Some(h) = &self.hybrid {
+            let hot: usize = h.iter().map(CudaHybridLayer::n_hot).sum();
+            let all: usize = h.iter().map(|l| l.n_hot() + l.n_cold()).sum();
+            s += &format!(", hybrid FFN: {hot} of {all} neurons in VRAM");
+        }
+        s
     }
 
     fn load_weight(
@@ -255,8 +288,18 @@ impl Backend for CudaBackend {
                 msg: format!("expected a matrix, found shape {:?}", info.dims),
             });
         }
-        let view = file.view(info);
         let (rows, cols) = (info.n_rows(), info.row_len());
+        let host = CpuWeight::new(
+            file.clone(),
+            info.ty,
+            rows,
+            cols,
+            file.data_offset + info.offset as usize,
+        );
+        if self.keeps_on_host(&info.name) {
+            return Ok(self.host_weight(host));
+        }
+        let view = file.view(info);
         let mut w = self
             .upload_weight(info.ty, rows, cols, view.data)
             .map_err(|e| ModelError::BadTensor {
@@ -265,13 +308,7 @@ impl Backend for CudaBackend {
             })?;
         // The file stays mapped anyway (the tokenizer and sidecar checks read it): keeping
         // a reference costs nothing and lets the CPU read the weight's original bytes.
-        w.host = Some(CpuWeight::new(
-            file.clone(),
-            info.ty,
-            rows,
-            cols,
-            file.data_offset + info.offset as usize,
-        ));
+        w.host = Some(host);
         Ok(w)
     }
 
@@ -321,6 +358,10 @@ impl Backend for CudaBackend {
 
     fn matmul(&self, w: &CudaWeight, x: &CudaTensor, out: &mut CudaTensor) {
         assert_eq!(x.cols, w.cols, "matmul input width");
+        if w.host_only {
+            self.host_matmul(w, x, out);
+            return;
+        }
         self.matmul_launch(w, x, out);
     }
 
@@ -532,19 +573,34 @@ impl Backend for CudaBackend {
         true
     }
 
-    /// Not yet: the GPU's predictor and hot-neuron kernels (see `sparse.rs`) are not wired
-    /// to the sidecar, so the oracle and predicted modes run on the CPU backend.
+    /// Predictors and hot neurons to VRAM; the host keeps the cold ones (the CPU's sparse
+    /// layers, built by `Model::attach_sidecar`).
+    fn attach_sparse(&mut self, layers: &[LayerUpload]) -> Result<(), ModelError> {
+        let up = layers
+            .iter()
+            .map(|l| self.upload_layer(l))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.hybrid = Some(Arc::new(up));
+        Ok(())
+    }
+
+    /// The hybrid FFN (`sparse::hybrid::ffn_row`), one row at a time.
     fn sparse_ffn(
         &self,
-        _layer: &SparseLayer,
-        _kind: FfnKind,
-        _gate: Option<&CudaWeight>,
-        _up: &CudaWeight,
-        _x: &CudaTensor,
-        _oracle: bool,
-        _scratch: &mut SparseScratch,
-        _out: &mut CudaTensor,
+        il: usize,
+        layer: &SparseLayer,
+        kind: FfnKind,
+        gate: Option<&CudaWeight>,
+        up: &CudaWeight,
+        x: &CudaTensor,
+        oracle: bool,
+        scratch: &mut SparseScratch,
+        dev: &mut Option<CudaHybridScratch>,
+        out: &mut CudaTensor,
     ) -> bool {
-        false
+        let layers = self.hybrid.as_deref().map(Vec::as_slice);
+        hybrid::sparse_ffn_rows(
+            self, layers, il, layer, kind, gate, up, x, oracle, scratch, dev, out,
+        )
     }
 }

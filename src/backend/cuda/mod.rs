@@ -8,8 +8,10 @@
 mod backend;
 mod device;
 mod error;
+mod hybrid;
 pub mod kernels;
 mod sparse;
+mod split;
 mod tensor;
 pub mod twins;
 mod weight;
@@ -17,6 +19,7 @@ mod weight;
 pub use backend::{CudaBackend, CudaKvCache, MAX_HEAD_DIM};
 pub use device::unavailable_reason;
 pub use error::CudaError;
+pub use hybrid::{CudaHybridLayer, CudaHybridScratch};
 pub use sparse::{CudaHotFfn, CudaPredictor, SparseScratch};
 pub use tensor::CudaTensor;
 pub use weight::{kernel_suffix, CudaWeight};

@@ -5,12 +5,14 @@
 use cudarc::driver::CudaSlice;
 use half::f16;
 
-use super::backend::{ffn_kind_code, ROW_WARPS};
+use super::backend::{ffn_kind_code, rule_code, ROW_WARPS};
 use super::device::{blocks, Arg};
 use super::weight::kernel_suffix;
 use super::{CudaBackend, CudaError, CudaTensor};
 use crate::model::FfnKind;
-use crate::quant::{self, GgmlType};
+use crate::quant::{GgmlType, QMatrix};
+use crate::sparse::hybrid::{HotRows, LayerUpload};
+use crate::sparse::{LayerThreshold, SparsityRule};
 
 /// A layer's predictor: `logits = W2 · relu(W1 · x + b1) + b2`.
 pub struct CudaPredictor {
@@ -27,6 +29,8 @@ pub struct CudaPredictor {
 /// format (row k is neuron `hot_ids[k]`), down transposed to f16 `[n_hot][d_model]`.
 pub struct CudaHotFfn {
     kind: FfnKind,
+    /// The layer's rule, applied to every hot activation (as the CPU's executor does).
+    threshold: LayerThreshold,
     ty: GgmlType,
     row_bytes: usize,
     pub d_model: usize,
@@ -41,9 +45,23 @@ pub struct CudaHotFfn {
 pub struct SparseScratch {
     hidden: CudaSlice<f32>,
     pub logits: CudaTensor,
-    active: CudaSlice<u32>,
-    count: CudaSlice<u32>,
+    pub(crate) active: CudaSlice<u32>,
+    pub(crate) count: CudaSlice<u32>,
     act: CudaSlice<f32>,
+}
+
+/// The relu rule at 0: every non-zero activation counts.
+const NO_THRESHOLD: LayerThreshold = LayerThreshold {
+    rule: SparsityRule::Relu,
+    t: 0.0,
+};
+
+impl CudaHotFfn {
+    /// Apply `th` to the hot activations (the layer's rule from the sidecar).
+    pub fn with_threshold(mut self, th: LayerThreshold) -> CudaHotFfn {
+        self.threshold = th;
+        self
+    }
 }
 
 fn shape_err(what: &str, want: usize, got: usize) -> CudaError {
@@ -87,7 +105,7 @@ impl CudaBackend {
 
     /// Upload the hot neurons `hot_ids` of an FFN layer from its dense matrices in the file's
     /// format: gate and up `[n_ff][d_model]` (no gate for the plain kind), down
-    /// `[d_model][n_ff]` (of type `down_ty`).
+    /// `[d_model][n_ff]` (of type `down_ty`). No threshold: see [`CudaHotFfn::with_threshold`].
     #[allow(clippy::too_many_arguments)]
     pub fn load_hot_ffn(
         &self,
@@ -101,71 +119,71 @@ impl CudaBackend {
         down: &[u8],
         hot_ids: &[u32],
     ) -> Result<CudaHotFfn, CudaError> {
+        fn matrix(
+            ty: GgmlType,
+            rows: usize,
+            cols: usize,
+            b: &[u8],
+        ) -> Result<QMatrix<'_>, CudaError> {
+            let bad = |m: String| CudaError::Unsupported(m);
+            let need = ty
+                .row_bytes(cols)
+                .ok_or_else(|| bad(format!("{cols} columns are not whole {ty} blocks")))?
+                * rows;
+            if b.len() < need {
+                return Err(shape_err("weight bytes", need, b.len()));
+            }
+            QMatrix::new(ty, rows, cols, &b[..need]).map_err(|e| bad(e.to_string()))
+        }
+        let upload = LayerUpload {
+            layer: 0,
+            kind,
+            threshold: NO_THRESHOLD,
+            predictor: None,
+            gate: gate.map(|g| matrix(ty, n_ff, d_model, g)).transpose()?,
+            up: matrix(ty, n_ff, d_model, up)?,
+            down: matrix(down_ty, d_model, n_ff, down)?,
+            hot: hot_ids,
+        };
+        self.upload_hot_rows(&upload)
+    }
+
+    /// Upload the hot neurons of `l` (packed by [`HotRows::pack`]), with its threshold.
+    pub fn upload_hot_rows(&self, l: &LayerUpload) -> Result<CudaHotFfn, CudaError> {
+        let ty = l.up.ty;
         if kernel_suffix(ty).is_none() {
             return Err(CudaError::Unsupported(format!(
                 "no sparse kernels for {ty} gate/up rows"
             )));
         }
-        if gate.is_some() != kind.is_gated() {
-            return Err(CudaError::Unsupported(format!(
-                "FFN kind {} {} a gate matrix",
-                kind.name(),
-                if kind.is_gated() { "needs" } else { "takes no" }
-            )));
-        }
-        let bad = |m: String| CudaError::Unsupported(m);
-        let row_bytes = ty
-            .row_bytes(d_model)
-            .ok_or_else(|| bad(format!("{d_model} columns are not whole {ty} blocks")))?;
-        let down_row = down_ty
-            .row_bytes(n_ff)
-            .ok_or_else(|| bad(format!("{n_ff} columns are not whole {down_ty} blocks")))?;
-        if up.len() < n_ff * row_bytes || gate.is_some_and(|g| g.len() < n_ff * row_bytes) {
-            return Err(shape_err("gate/up bytes", n_ff * row_bytes, up.len()));
-        }
-        if down.len() < d_model * down_row {
-            return Err(shape_err("down bytes", d_model * down_row, down.len()));
-        }
-        if let Some(&id) = hot_ids.iter().find(|&&id| id as usize >= n_ff) {
-            return Err(bad(format!("hot neuron {id} outside the FFN's {n_ff}")));
-        }
-        let pick = |m: &[u8]| -> Vec<u8> {
-            hot_ids
-                .iter()
-                .flat_map(|&id| &m[id as usize * row_bytes..(id as usize + 1) * row_bytes])
-                .copied()
-                .collect()
-        };
-        // Column `id` of down is element `id` of every row: transpose the hot columns.
-        let n_hot = hot_ids.len();
-        let mut down_t = vec![0u16; n_hot * d_model];
-        let mut row = vec![0f32; n_ff];
-        for (d, r) in down.chunks_exact(down_row).take(d_model).enumerate() {
-            quant::dequantize_row(down_ty, r, &mut row).map_err(|e| bad(e.to_string()))?;
-            for (k, &id) in hot_ids.iter().enumerate() {
-                down_t[k * d_model + d] = f16::from_f32(row[id as usize]).to_bits();
-            }
-        }
+        let rows = HotRows::pack(l).map_err(|e| CudaError::Unsupported(e.to_string()))?;
+        let bits: Vec<u16> = rows.down_t.iter().map(|v| v.to_bits()).collect();
         Ok(CudaHotFfn {
-            kind,
+            kind: l.kind,
+            threshold: l.threshold,
             ty,
-            row_bytes,
-            d_model,
-            n_hot,
-            gate: gate.map(|g| self.gpu.upload(&pick(g))),
-            up: self.gpu.upload(&pick(up)),
-            down_t: self.gpu.upload(&down_t),
-            hot_ids: self.gpu.upload(hot_ids),
+            row_bytes: rows.row_bytes,
+            d_model: l.d_model(),
+            n_hot: l.hot.len(),
+            gate: rows.gate.map(|g| self.gpu.upload(&g)),
+            up: self.gpu.upload(&rows.up),
+            down_t: self.gpu.upload(&bits),
+            hot_ids: self.gpu.upload(l.hot),
         })
     }
 
     pub fn new_sparse_scratch(&self, pred: &CudaPredictor, hot: &CudaHotFfn) -> SparseScratch {
+        self.sparse_scratch_for(pred.rank, hot.n_hot)
+    }
+
+    /// Scratch for predictors of rank up to `rank` and up to `n_hot` hot neurons.
+    pub(crate) fn sparse_scratch_for(&self, rank: usize, n_hot: usize) -> SparseScratch {
         SparseScratch {
-            hidden: self.gpu.alloc(pred.rank),
+            hidden: self.gpu.alloc(rank),
             logits: CudaTensor::default(),
-            active: self.gpu.alloc(hot.n_hot),
+            active: self.gpu.alloc(n_hot),
             count: self.gpu.alloc(1),
-            act: self.gpu.alloc(hot.n_hot),
+            act: self.gpu.alloc(n_hot),
         }
     }
 
@@ -204,16 +222,35 @@ impl CudaBackend {
 
     /// Compact the hot neurons whose logit in `s.logits` is positive into the active list.
     pub fn compact_active(&self, hot: &CudaHotFfn, s: &mut SparseScratch) {
+        self.compact(
+            &s.logits,
+            &hot.hot_ids,
+            hot.n_hot,
+            &mut s.active,
+            &mut s.count,
+        );
+    }
+
+    /// The positions k (ascending) of the neurons `ids[k]` whose logit is positive, into
+    /// `active`, and their number into `count`.
+    pub(crate) fn compact(
+        &self,
+        logits: &CudaTensor,
+        ids: &CudaSlice<u32>,
+        n: usize,
+        active: &mut CudaSlice<u32>,
+        count: &mut CudaSlice<u32>,
+    ) {
         self.gpu.launch(
             "predictor_compact",
             (1, 1),
             1024,
             &[
-                Arg::Ptr(self.ptr(&s.logits)),
-                Arg::Ptr(self.gpu.ptr(&hot.hot_ids)),
-                Arg::I32(hot.n_hot as i32),
-                Arg::Ptr(self.gpu.ptr(&s.active)),
-                Arg::Ptr(self.gpu.ptr(&s.count)),
+                Arg::Ptr(self.ptr(logits)),
+                Arg::Ptr(self.gpu.ptr(ids)),
+                Arg::I32(n as i32),
+                Arg::Ptr(self.gpu.ptr(active)),
+                Arg::Ptr(self.gpu.ptr(count)),
             ],
         );
     }
@@ -230,7 +267,8 @@ impl CudaBackend {
         self.gpu.upload_into(&[active.len() as u32], &mut s.count);
     }
 
-    /// The hot FFN of one token over the active list: `y = down_hot · act(gate_hot x, up_hot x)`.
+    /// The hot FFN of one token over the active list: `y = down_hot · act(gate_hot x, up_hot x)`,
+    /// each activation zeroed when the layer's rule deems it inactive. No hot neurons: `y = 0`.
     pub fn hot_ffn(
         &self,
         hot: &CudaHotFfn,
@@ -239,6 +277,12 @@ impl CudaBackend {
         y: &mut CudaTensor,
     ) {
         assert_eq!(x.len(), hot.d_model, "hot FFN input");
+        if hot.n_hot == 0 {
+            // No grid to launch; the result is zero.
+            self.resize(y, 1, hot.d_model);
+            self.gpu.upload_into(&vec![0f32; hot.d_model], y.buf_mut());
+            return;
+        }
         let suffix = kernel_suffix(hot.ty).expect("checked at load");
         let gate = hot.gate.as_ref().map_or(0, |g| self.gpu.ptr(g));
         self.gpu.launch(
@@ -255,6 +299,8 @@ impl CudaBackend {
                 Arg::Ptr(self.ptr(x)),
                 Arg::Ptr(self.gpu.ptr(&s.act)),
                 Arg::I32(ffn_kind_code(hot.kind)),
+                Arg::I32(rule_code(hot.threshold.rule)),
+                Arg::F32(hot.threshold.t),
             ],
         );
         self.resize(y, 1, hot.d_model);

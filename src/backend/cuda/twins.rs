@@ -4,9 +4,9 @@
 
 use half::f16;
 
-use crate::backend::cpu::ops;
 use crate::model::FfnKind;
 use crate::quant::{self, GgmlType};
+use crate::sparse::{self, LayerThreshold};
 
 /// Every row of a weight matrix in `ty`'s format, dequantised to f32.
 pub fn dequantize_matrix(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Vec<f32> {
@@ -100,10 +100,12 @@ pub fn predictor_compact(logits: &[f32], hot_ids: &[u32]) -> Vec<u32> {
 }
 
 /// Twin of `sparse_gate_up_<type>`: for each active hot row k, `act(gate_k · x) * (up_k · x)`
-/// (`relu(up_k · x)` for the plain kind); gate and up hold the compacted hot rows.
+/// (`relu(up_k · x)` for the plain kind), zeroed when the rule `th` deems it inactive; gate
+/// and up hold the compacted hot rows.
 #[allow(clippy::too_many_arguments)]
 pub fn sparse_gate_up(
     kind: FfnKind,
+    th: LayerThreshold,
     ty: GgmlType,
     cols: usize,
     gate: Option<&[u8]>,
@@ -116,10 +118,9 @@ pub fn sparse_gate_up(
     active
         .iter()
         .map(|&k| {
-            let mut u = [dot64(&row(up, k), x)];
+            let u = dot64(&row(up, k), x);
             let g = gate.map_or(0.0, |g| dot64(&row(g, k), x));
-            ops::ffn_activation(kind, &[g], &mut u);
-            u[0]
+            sparse::rule_activation(kind, th, g, u)
         })
         .collect()
 }

@@ -15,6 +15,9 @@ pub struct CudaWeight {
     /// host (the sparse FFN's neuron-major down copy). `None` for weights uploaded from a
     /// buffer the backend does not keep.
     pub(crate) host: Option<CpuWeight>,
+    /// Left on the host by the layer split (`data` is then a placeholder): its matmuls run
+    /// on the CPU.
+    pub(crate) host_only: bool,
 }
 
 impl CudaWeight {
