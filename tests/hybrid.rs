@@ -45,7 +45,7 @@ fn hot_lists(n_layer: usize, n_ff: usize, fraction: f64) -> Vec<Vec<u32>> {
         .map(|l| {
             (0..n_ff as u32)
                 .filter(|&i| {
-                    let h = (i as u64 * 0x9E37_79B9_7F4A_7C15) ^ ((l as u64 + 1) << 40);
+                    let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((l as u64 + 1) << 40);
                     let h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 11;
                     (h as f64 / (1u64 << 53) as f64) < fraction
                 })
