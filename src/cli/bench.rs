@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use powerinfer::backend::Backend;
 use powerinfer::bench::{
-    measure_read_bandwidth, random_prompt, run_interleaved, write_svg, BenchReport, DecodeTraffic,
-    Machine, ModeReport, ModelInfo,
+    find_llama_bench, measure_read_bandwidth, random_prompt, run_interleaved, run_llama_bench,
+    write_svg, BenchReport, DecodeTraffic, LlamaCppComparison, Machine, ModeReport, ModelInfo,
 };
 use powerinfer::sparse::FfnMode;
 
@@ -47,6 +47,13 @@ pub struct BenchArgs {
     /// Buffer of the memory read-bandwidth measurement, in MiB (far above the caches)
     #[arg(long, default_value_t = 1024)]
     pub bandwidth_mib: usize,
+    /// Also run llama.cpp's llama-bench on the same model, threads, -p, -n and -r, and show its
+    /// prefill and decode speeds beside ours with the ratio
+    #[arg(long)]
+    pub compare_llama_cpp: bool,
+    /// The llama-bench to run for --compare-llama-cpp (implies it) [default: llama-bench on PATH]
+    #[arg(long, value_name = "PATH")]
+    pub llama_bench: Option<PathBuf>,
 }
 
 fn parse_mode(s: &str) -> anyhow::Result<FfnMode> {
@@ -72,6 +79,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         args.n_prompt > 0 && args.n_gen > 0,
         "-p and -n must be positive"
     );
+    // Found before anything is measured, so that a missing llama-bench fails at once.
+    let llama_bench = (args.compare_llama_cpp || args.llama_bench.is_some())
+        .then(|| find_llama_bench(args.llama_bench.as_deref()))
+        .transpose()?;
     let mut machine = Machine::probe();
     let asked: Option<Vec<FfnMode>> = args
         .modes
@@ -128,6 +139,23 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             )
         })
         .collect();
+    let threads = rayon::current_num_threads();
+    let llama_cpp = match &llama_bench {
+        Some(exe) => {
+            let llama = run_llama_bench(exe, &path, threads, args.n_prompt, args.n_gen, args.reps)?;
+            let ours = reports
+                .iter()
+                .find(|m| m.mode == FfnMode::Dense.name())
+                .unwrap_or(&reports[0]);
+            Some(LlamaCppComparison::new(
+                llama,
+                &ours.mode,
+                ours.prefill_tok_s.median,
+                ours.decode_tok_s.median,
+            ))
+        }
+        None => None,
+    };
     let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
     let kv_bytes = traffic.kv_bytes_per_pos as usize * state.n_ctx;
     let report = BenchReport {
@@ -149,7 +177,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             file_mib: mib(model.file.bytes().len()),
         },
         backend: model.backend.name(),
-        threads: rayon::current_num_threads(),
+        threads,
         n_prompt: args.n_prompt,
         n_gen: args.n_gen,
         reps: args.reps,
@@ -162,6 +190,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         model_file_mib: mib(model.file.bytes().len()),
         kv_cache_mib: mib(kv_bytes),
         n_ctx: state.n_ctx,
+        llama_cpp,
     };
     let speculative = match args.spec.speculative {
         Some(k) => {
@@ -228,6 +257,43 @@ fn print_tables(r: &BenchReport) {
                 s.min,
                 s.max,
                 ratio(vs)
+            );
+        }
+    }
+    if let Some(l) = &r.llama_cpp {
+        println!(
+            "\nllama.cpp: {}{}, {} threads\n\
+             | test | llama.cpp tok/s (median) | mean ± stddev | powerinfer {} tok/s (median) | powerinfer / llama.cpp |\n\
+             |---|---:|---:|---:|---:|",
+            l.llama.llama_bench,
+            l.llama
+                .build_commit
+                .as_ref()
+                .map_or(String::new(), |c| format!(" (build {c})")),
+            r.threads,
+            l.mode
+        );
+        let ours = r.modes.iter().find(|m| m.mode == l.mode);
+        for (test, theirs, mine, ratio) in [
+            (
+                format!("pp{}", r.n_prompt),
+                &l.llama.prefill_tok_s,
+                ours.map(|m| m.prefill_tok_s.median),
+                l.prefill_ratio,
+            ),
+            (
+                format!("tg{}", r.n_gen),
+                &l.llama.decode_tok_s,
+                ours.map(|m| m.decode_tok_s.median),
+                l.decode_ratio,
+            ),
+        ] {
+            println!(
+                "| {test} | {:.1} | {:.1} ± {:.1} | {:.1} | {ratio:.2}× |",
+                theirs.median,
+                theirs.avg,
+                theirs.stddev,
+                mine.unwrap_or(f64::NAN)
             );
         }
     }
