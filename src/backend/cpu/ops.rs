@@ -152,7 +152,21 @@ pub fn relu(x: f32) -> f32 {
     x.max(0.0)
 }
 
-/// `up = act(gate) * up` (or `relu(up)` for the plain kind) over one row.
+/// `up = act(gate) * up` with the activations in plain f32 (libm's exp, `gelu_f32`): the
+/// reference of the CUDA kernels, which do not copy ggml's CPU approximations.
+pub fn ffn_activation_f32(kind: FfnKind, gate: &[f32], up: &mut [f32]) {
+    match kind {
+        FfnKind::SwiGlu => up.iter_mut().zip(gate).for_each(|(u, &g)| *u *= silu(g)),
+        FfnKind::GeGlu => up
+            .iter_mut()
+            .zip(gate)
+            .for_each(|(u, &g)| *u *= gelu_f32(g)),
+        _ => ffn_activation(kind, gate, up),
+    }
+}
+
+/// `up = act(gate) * up` (or `relu(up)` for the plain kind) over one row, with ggml's CPU
+/// arithmetic (vectorised exp for SwiGLU, the f16 table for GELU).
 pub fn ffn_activation(kind: FfnKind, gate: &[f32], up: &mut [f32]) {
     match kind {
         FfnKind::SwiGlu => swiglu(gate, up),

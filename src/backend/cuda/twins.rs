@@ -118,7 +118,7 @@ pub fn sparse_gate_up(
         .map(|&k| {
             let mut u = [dot64(&row(up, k), x)];
             let g = gate.map_or(0.0, |g| dot64(&row(g, k), x));
-            ops::ffn_activation(kind, &[g], &mut u);
+            ops::ffn_activation_f32(kind, &[g], &mut u);
             u[0]
         })
         .collect()
