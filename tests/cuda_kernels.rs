@@ -223,7 +223,7 @@ fn elementwise_kernels_match_twins() {
         let g: Vec<f32> = x.iter().map(|v| v * 4.0).collect();
         let mut want = y.clone();
         for (u, gr) in want.chunks_exact_mut(cols).zip(g.chunks_exact(cols)) {
-            ops::ffn_activation(kind, if kind.is_gated() { gr } else { &[] }, u);
+            ops::ffn_activation_f32(kind, if kind.is_gated() { gr } else { &[] }, u);
         }
         let mut up = b.upload(&y, rows, cols);
         b.ffn_activation(kind, &b.upload(&g, rows, cols), &mut up);
@@ -273,7 +273,7 @@ fn ffn_mask_matches_twin_for_every_rule_and_kind() {
         let apply = |up: &[f32]| {
             let mut a = up.to_vec();
             for (r, gr) in a.chunks_exact_mut(cols).zip(g.chunks_exact(cols)) {
-                ops::ffn_activation(kind, if gated { gr } else { &[] }, r);
+                ops::ffn_activation_f32(kind, if gated { gr } else { &[] }, r);
             }
             a
         };

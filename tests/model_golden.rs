@@ -31,7 +31,10 @@ struct Case {
     ended_with_eos: bool,
 }
 
-fn check_model(short: &str, min_exact_prefix: usize) {
+/// Runs every golden case of `short`; at least `min_exact_prefix` cases must agree with
+/// llama.cpp's free-running greedy output on the first 16 tokens, and `min_text_equal` on the
+/// whole text and where it stops.
+fn check_model(short: &str, min_exact_prefix: usize, min_text_equal: usize) {
     let Some(path) = common::model(short) else {
         return;
     };
@@ -41,7 +44,7 @@ fn check_model(short: &str, min_exact_prefix: usize) {
         &std::fs::read_to_string(common::data_path(&format!("{short}_greedy.json"))).unwrap(),
     )
     .unwrap();
-    let mut exact_prefix = 0;
+    let (mut exact_prefix, mut texts_equal) = (0, 0);
     for case in &golden.cases {
         let prompt = tok.encode(&case.prompt, true, true);
         let want = tok.encode(&case.completion, false, false);
@@ -95,6 +98,7 @@ fn check_model(short: &str, min_exact_prefix: usize) {
         let text_ok =
             text == case.completion && (stats.finish == FinishReason::Stop) == case.ended_with_eos;
         exact_prefix += prefix_ok as usize;
+        texts_equal += text_ok as usize;
         // Without a near-tie anywhere, greedy decoding has no choice to make differently:
         // the whole text, and where it stops, must be llama.cpp's.
         if worst == 0.0 {
@@ -106,26 +110,35 @@ fn check_model(short: &str, min_exact_prefix: usize) {
         );
     }
     eprintln!(
-        "{short}: {exact_prefix} of {} cases equal on the first 16 tokens",
+        "{short}: {exact_prefix} of {} cases equal on the first 16 tokens, {texts_equal} whole texts",
         golden.cases.len()
     );
     assert!(
         exact_prefix >= min_exact_prefix,
         "{short}: only {exact_prefix} cases agree on the first 16 tokens"
     );
+    assert!(
+        texts_equal >= min_text_equal,
+        "{short}: only {texts_equal} whole texts agree"
+    );
 }
+
+// The CPU backend follows the bits of llama.cpp's AVX2 build (activation quantisation, kernel
+// orders, ggml's exp and f16 GELU table, the FMAs GCC emits): short SmolLM2 inputs give its
+// logits exactly. Where a text still parts (SmolLM2's CPU-cache answer late, gemma3's second
+// case) the remaining differences are below what this test can localise.
 
 #[test]
 fn smollm2_agrees_with_llama_cpp() {
-    check_model("smollm2", 3);
+    check_model("smollm2", 4, 3);
 }
 
 #[test]
 fn qwen05_agrees_with_llama_cpp() {
-    check_model("qwen05", 1);
+    check_model("qwen05", 2, 2);
 }
 
 #[test]
 fn gemma3_agrees_with_llama_cpp() {
-    check_model("gemma3", 1);
+    check_model("gemma3", 1, 1);
 }

@@ -6,4 +6,6 @@ pub enum BenchError {
     MissingTensor(String),
     #[error("drawing the chart: {0}")]
     Plot(String),
+    #[error("{0}")]
+    LlamaBench(String),
 }

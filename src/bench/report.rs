@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Bandwidth, DecodeTraffic, Machine, ModeRuns, Summary};
+use super::{Bandwidth, DecodeTraffic, LlamaCppComparison, Machine, ModeRuns, Summary};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ModelInfo {
@@ -104,6 +104,9 @@ pub struct BenchReport {
     pub model_file_mib: f64,
     pub kv_cache_mib: f64,
     pub n_ctx: usize,
+    /// llama.cpp's llama-bench on the same model and settings (`--compare-llama-cpp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llama_cpp: Option<LlamaCppComparison>,
 }
 
 #[cfg(test)]

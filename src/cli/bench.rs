@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use powerinfer::backend::Backend;
 use powerinfer::bench::{
-    measure_read_bandwidth, random_prompt, run_interleaved, write_svg, BenchReport, DecodeTraffic,
-    Machine, ModeReport, ModelInfo,
+    find_llama_bench, measure_read_bandwidth, random_prompt, run_interleaved, run_llama_bench,
+    write_svg, BenchReport, DecodeTraffic, LlamaCppComparison, Machine, ModeReport, ModelInfo,
 };
 use powerinfer::sparse::FfnMode;
 
@@ -48,6 +48,13 @@ pub struct BenchArgs {
     /// Buffer of the memory read-bandwidth measurement, in MiB (far above the caches)
     #[arg(long, default_value_t = 1024)]
     pub bandwidth_mib: usize,
+    /// Also run llama.cpp's llama-bench on the same model, threads, -p, -n and -r, and show its
+    /// prefill and decode speeds beside ours with the ratio
+    #[arg(long)]
+    pub compare_llama_cpp: bool,
+    /// The llama-bench to run for --compare-llama-cpp (implies it) [default: llama-bench on PATH]
+    #[arg(long, value_name = "PATH")]
+    pub llama_bench: Option<PathBuf>,
 }
 
 fn parse_mode(s: &str) -> anyhow::Result<FfnMode> {
@@ -73,6 +80,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         args.n_prompt > 0 && args.n_gen > 0,
         "-p and -n must be positive"
     );
+    // Found before anything is measured, so that a missing llama-bench fails at once.
+    let llama_bench = (args.compare_llama_cpp || args.llama_bench.is_some())
+        .then(|| find_llama_bench(args.llama_bench.as_deref()))
+        .transpose()?;
     let machine = Machine::probe();
     let asked: Option<Vec<FfnMode>> = args
         .modes
@@ -99,7 +110,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .load_bench(want, args.spec.speculative.is_some())?;
     let (report, speculative) = match &engine {
         AnyEngine::Cpu(e) => {
-            let (report, prompt) = measure(args, e, sidecar, asked, machine)?;
+            let (report, prompt) =
+                measure(args, e, sidecar, asked, machine, llama_bench.as_deref())?;
             let speculative = match args.spec.speculative {
                 Some(k) => {
                     let draft_engine = args.spec.load_draft(&args.model)?;
@@ -116,7 +128,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             (report, speculative)
         }
         #[cfg(feature = "cuda")]
-        AnyEngine::Cuda(e) => (measure(args, e, sidecar, asked, machine)?.0, None),
+        AnyEngine::Cuda(e) => (
+            measure(args, e, sidecar, asked, machine, llama_bench.as_deref())?.0,
+            None,
+        ),
     };
     let mut value = serde_json::to_value(&report)?;
     if let Some(s) = &speculative {
@@ -173,6 +188,43 @@ fn print_tables(r: &BenchReport) {
             );
         }
     }
+    if let Some(l) = &r.llama_cpp {
+        println!(
+            "\nllama.cpp: {}{}, {} threads\n\
+             | test | llama.cpp tok/s (median) | mean ± stddev | powerinfer {} tok/s (median) | powerinfer / llama.cpp |\n\
+             |---|---:|---:|---:|---:|",
+            l.llama.llama_bench,
+            l.llama
+                .build_commit
+                .as_ref()
+                .map_or(String::new(), |c| format!(" (build {c})")),
+            r.threads,
+            l.mode
+        );
+        let ours = r.modes.iter().find(|m| m.mode == l.mode);
+        for (test, theirs, mine, ratio) in [
+            (
+                format!("pp{}", r.n_prompt),
+                &l.llama.prefill_tok_s,
+                ours.map(|m| m.prefill_tok_s.median),
+                l.prefill_ratio,
+            ),
+            (
+                format!("tg{}", r.n_gen),
+                &l.llama.decode_tok_s,
+                ours.map(|m| m.decode_tok_s.median),
+                l.decode_ratio,
+            ),
+        ] {
+            println!(
+                "| {test} | {:.1} | {:.1} ± {:.1} | {:.1} | {ratio:.2}× |",
+                theirs.median,
+                theirs.avg,
+                theirs.stddev,
+                mine.unwrap_or(f64::NAN)
+            );
+        }
+    }
     let bw = &r.bandwidth;
     println!(
         "\nDecode memory traffic (read bandwidth {:.1} GB/s: best of {} passes over {} MiB, {} threads)\n\
@@ -219,6 +271,7 @@ fn measure<B: Backend>(
     sidecar: Option<PathBuf>,
     asked: Option<Vec<FfnMode>>,
     mut machine: Machine,
+    llama_bench: Option<&std::path::Path>,
 ) -> anyhow::Result<(BenchReport, Vec<u32>)> {
     let modes = asked.unwrap_or_else(|| match sidecar {
         Some(_) => vec![FfnMode::Dense, FfnMode::Oracle, FfnMode::Predicted],
@@ -257,6 +310,23 @@ fn measure<B: Backend>(
             )
         })
         .collect();
+    let threads = rayon::current_num_threads();
+    let llama_cpp = match llama_bench {
+        Some(exe) => {
+            let llama = run_llama_bench(exe, &path, threads, args.n_prompt, args.n_gen, args.reps)?;
+            let ours = reports
+                .iter()
+                .find(|m| m.mode == FfnMode::Dense.name())
+                .unwrap_or(&reports[0]);
+            Some(LlamaCppComparison::new(
+                llama,
+                &ours.mode,
+                ours.prefill_tok_s.median,
+                ours.decode_tok_s.median,
+            ))
+        }
+        None => None,
+    };
     let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
     let kv_bytes = traffic.kv_bytes_per_pos as usize * state.n_ctx;
     let report = BenchReport {
@@ -278,7 +348,7 @@ fn measure<B: Backend>(
             file_mib: mib(model.file.bytes().len()),
         },
         backend: model.backend.name(),
-        threads: rayon::current_num_threads(),
+        threads,
         n_prompt: args.n_prompt,
         n_gen: args.n_gen,
         reps: args.reps,
@@ -291,6 +361,7 @@ fn measure<B: Backend>(
         model_file_mib: mib(model.file.bytes().len()),
         kv_cache_mib: mib(kv_bytes),
         n_ctx: state.n_ctx,
+        llama_cpp,
     };
     if args.model.profile_phases {
         eprintln!("(phases summed over every sparse mode's runs)");

@@ -587,8 +587,15 @@ unsafe fn q4_1_step<const V: bool, const BB: usize>(
         (xb[1] as *const i32).read_unaligned(),
         (xb[0] as *const i32).read_unaligned(),
     );
-    let ds = _mm256_mul_ps(wdm, _mm256_cvtph_ps(xds));
-    *offs = _mm256_add_ps(*offs, ds);
+    let xdm = _mm256_cvtph_ps(xds);
+    let ds = _mm256_mul_ps(wdm, xdm);
+    // Q4_1: the offset term fused (m_w * s_x + offs, one rounding) as GCC compiles ggml's
+    // `summs += m*s` with FMA, as the single kernel; Q5_1's single kernel adds the product.
+    *offs = if BB == 20 {
+        _mm256_fmadd_ps(wdm, xdm, *offs)
+    } else {
+        _mm256_add_ps(*offs, ds)
+    };
     let qw = if BB == 24 {
         q5_codes(wb.add(4), wb.add(8))
     } else {
@@ -664,17 +671,6 @@ fn quantize_q8_k(x: &[f32], b: &mut [u8]) {
     unsafe { q8_k(x.as_ptr(), b) }
 }
 
-/// Round half away from zero, exactly as `f32::round` (what ggml's reference quantiser uses).
-#[inline(always)]
-unsafe fn round_away(v: __m256) -> __m256 {
-    let sign = _mm256_and_ps(v, _mm256_set1_ps(-0.0));
-    let a = _mm256_andnot_ps(_mm256_set1_ps(-0.0), v);
-    let t = _mm256_round_ps(a, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    let up = _mm256_cmp_ps(_mm256_sub_ps(a, t), _mm256_set1_ps(0.5), _CMP_GE_OQ);
-    let r = _mm256_add_ps(t, _mm256_and_ps(up, _mm256_set1_ps(1.0)));
-    _mm256_or_ps(r, sign)
-}
-
 /// i32 lanes of four vectors -> 32 i8 in element order.
 #[inline(always)]
 unsafe fn pack_i8(v: [__m256i; 4]) -> __m256i {
@@ -697,9 +693,16 @@ unsafe fn q8_32(x: *const f32, q: *mut u8) -> (f32, i32) {
     let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
     let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
     let amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+    // ggml's x86 quantiser: multiply by 127 / amax, round to nearest even.
     let d = amax / 127.0;
-    let id = _mm256_set1_ps(if d == 0.0 { 0.0 } else { 1.0 / d });
-    let i = v.map(|v| _mm256_cvtps_epi32(round_away(_mm256_mul_ps(v, id))));
+    let id = _mm256_set1_ps(if amax == 0.0 { 0.0 } else { 127.0 / amax });
+    let i = v.map(|v| {
+        let r = _mm256_round_ps(
+            _mm256_mul_ps(v, id),
+            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+        );
+        _mm256_cvtps_epi32(r)
+    });
     let s = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
     let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
     let s4 = _mm_hadd_epi32(s4, s4);
@@ -967,8 +970,10 @@ unsafe fn q4_1_q8_1<const V: bool>(w: *const u8, x: *const u8, nb: usize) -> f32
         acc: __m256,
         offs: &mut __m128,
     ) -> __m256 {
-        let ds = _mm_mul_ps(f16x2(wb), f16x2(xb));
-        *offs = _mm_add_ps(*offs, ds);
+        let (wdm, xds) = (f16x2(wb), f16x2(xb));
+        let ds = _mm_mul_ps(wdm, xds);
+        // ggml's `summs += m*s`, which GCC compiles to one FMA.
+        *offs = _mm_fmadd_ps(wdm, xds, *offs);
         let qw = nibbles(wb.add(4));
         let qx = _mm256_loadu_si256(xb.add(4) as *const __m256i);
         _mm256_fmadd_ps(_mm256_broadcastss_ps(ds), mul_us8_ps::<V>(qw, qx), acc)

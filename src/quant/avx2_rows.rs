@@ -116,7 +116,8 @@ unsafe fn q4_0_rows4<const V: bool>(
 }
 
 /// Per block, as the single-row Q4_1 kernel: lanes of `ds` are `[d_w·d_x, m_w·s_x]`, the
-/// second summed apart as the offset term, added after the horizontal sum.
+/// second summed apart (fused, as that kernel) as the offset term, added after the horizontal
+/// sum.
 #[inline(always)]
 unsafe fn q4_1_rows4<const V: bool>(
     w: [*const u8; 4],
@@ -132,8 +133,9 @@ unsafe fn q4_1_rows4<const V: bool>(
         let qx = _mm256_loadu_si256(xb.add(4) as *const __m256i);
         for r in 0..4 {
             let wb = w[r].add(20 * i);
-            let ds = _mm_mul_ps(f16x2(wb), dsx);
-            offs[r] = _mm_add_ps(offs[r], ds);
+            let wdm = f16x2(wb);
+            let ds = _mm_mul_ps(wdm, dsx);
+            offs[r] = _mm_fmadd_ps(wdm, dsx, offs[r]);
             let p = mul_us8_ps::<V>(nibbles(wb.add(4)), qx);
             acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(ds), p, acc[r]);
         }

@@ -1,6 +1,6 @@
 //! Dot-kernel selection: the best kernel for each weight type on this CPU, chosen once.
 
-use super::quantize::{quantize_q8_0, quantize_q8_1, quantize_q8_k};
+use super::quantize::{quantize_q8_0_act, quantize_q8_1_act, quantize_q8_k};
 use super::{activation_type, scalar, GgmlType, QuantizedVec};
 
 /// A dot kernel for one weight type: a weight row (whole blocks) against an activation row
@@ -63,11 +63,12 @@ pub(crate) fn activation_quantizer(act: GgmlType) -> fn(&[f32], &mut [u8]) {
     scalar_quantizer(act)
 }
 
-/// The reference quantiser of an activation format.
+/// The portable quantiser of an activation format (the bytes of ggml's x86 activation
+/// quantisers).
 pub fn scalar_quantizer(act: GgmlType) -> fn(&[f32], &mut [u8]) {
     match act {
-        GgmlType::Q8_0 => quantize_q8_0,
-        GgmlType::Q8_1 => quantize_q8_1,
+        GgmlType::Q8_0 => quantize_q8_0_act,
+        GgmlType::Q8_1 => quantize_q8_1_act,
         GgmlType::Q8_K => quantize_q8_k,
         _ => unreachable!("{act} is not an activation format"),
     }

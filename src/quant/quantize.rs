@@ -157,6 +157,35 @@ pub(crate) fn quantize_q8_1(x: &[f32], b: &mut [u8]) {
     put_f16(b, 2, sum as f32 * d);
 }
 
+/// Codes of one Q8_0/Q8_1 activation block and its scale `d`, as ggml's x86
+/// `quantize_row_q8_0`/`_q8_1` make them: `x · (127 / max|x|)` rounded to nearest even. That
+/// differs from the reference quantiser (`x / d` rounded half away, used for weights) by one
+/// code now and then, and llama.cpp quantises its matmul inputs the x86 way on this hardware.
+fn act_codes(x: &[f32], q: &mut [u8]) -> (f32, i32) {
+    let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    let id = if amax == 0.0 { 0.0 } else { 127.0 / amax };
+    let mut sum = 0i32;
+    for (o, &v) in q.iter_mut().zip(x) {
+        let c = (v * id).round_ties_even() as i8;
+        sum += c as i32;
+        *o = c as u8;
+    }
+    (amax / 127.0, sum)
+}
+
+/// Q8_0 block of a matmul input (see `act_codes`).
+pub(crate) fn quantize_q8_0_act(x: &[f32], b: &mut [u8]) {
+    let (d, _) = act_codes(x, &mut b[2..34]);
+    put_f16(b, 0, d);
+}
+
+/// Q8_1 block of a matmul input (see `act_codes`), with s = d * sum(codes).
+pub(crate) fn quantize_q8_1_act(x: &[f32], b: &mut [u8]) {
+    let (d, sum) = act_codes(x, &mut b[4..36]);
+    put_f16(b, 0, d);
+    put_f16(b, 2, d * sum as f32);
+}
+
 /// Q8_K: f32 scale, 256 codes and the sums of each 16 codes (for the k-quant mins).
 pub(crate) fn quantize_q8_k(x: &[f32], b: &mut [u8]) {
     let max = signed_absmax(x);

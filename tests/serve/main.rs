@@ -345,7 +345,13 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
         let v = r.json();
         (status, v)
     };
-    let ok = chat_body("What is the capital of France?", 8, false);
+    // llama.cpp answers this one with "The capital of France is Paris." by clear margins (the
+    // bare question, under SmolLM2's default system prompt, starts with a near-tie).
+    let ok = chat_body(
+        "What is the capital of France? Answer in one sentence.",
+        8,
+        false,
+    );
     let long_prompt = "word ".repeat(400);
     /// What is wrong, body, headers, expected status and error code ("" for any).
     type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u16, &'a str);

@@ -15,7 +15,9 @@ client = OpenAI(base_url=os.environ["POWERINFER_URL"] + "/v1",
 ids = [m.id for m in client.models.list().data]
 assert ids == ["SmolLM2-135M-Instruct.Q4_1"], ids
 model = ids[0]
-question = [{"role": "user", "content": "What is the capital of France?"}]
+# llama.cpp answers this with "The capital of France is Paris." by clear margins; the bare
+# question, under SmolLM2's default system prompt, starts with a near-tie.
+question = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 
 # Non-streamed, greedy.
 r = client.chat.completions.create(model=model, messages=question, temperature=0, max_tokens=32)

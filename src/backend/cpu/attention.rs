@@ -11,7 +11,6 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use super::ops::dot;
 use super::{CpuKvCache, CpuTensor};
 use crate::backend::AttnParams;
 
@@ -72,6 +71,7 @@ pub fn attention(
                     weight,
                     &mut s.v,
                 );
+                // One rounding, as GCC compiles ggml's `S = S*ms + vs` with FMA.
                 sum = sum * old_scale + weight;
             }
             let inv = 1.0 / sum;
@@ -87,36 +87,62 @@ fn round_f16(x: f32) -> f32 {
     f16::from_f32(x).to_f32()
 }
 
-/// `dot(q, k)` for an f16 key, with `ops::dot`'s operation order (eight lanes of separate
-/// multiply and add, then the lanes summed in order); `tmp` is scratch of `k.len()`.
+/// `dot(q, k)` for an f16 key in the order of ggml's AVX2 `ggml_vec_dot_f16`: four
+/// accumulators of eight lanes over blocks of 32 with fused multiply-adds, summed as
+/// (a0 + a2) + (a1 + a3), then the two halves and two horizontal adds; a tail that is not a
+/// whole block is added element by element. `tmp` is scratch of `k.len()`.
 #[inline]
 fn key_dot(q: &[f32], k: &[f16], tmp: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if q.len() == k.len() && k.len().is_multiple_of(8) && crate::quant::avx2::available() {
-        // SAFETY: AVX2/F16C detected; lengths equal and a multiple of 8.
+    if q.len() == k.len() && crate::quant::avx2::available() {
+        // SAFETY: AVX2/FMA/F16C detected; lengths equal.
         return unsafe { simd::key_dot(q, k) };
     }
-    k.convert_to_f32_slice(tmp);
-    dot(q, tmp)
+    key_dot_scalar(q, k, tmp)
 }
 
-/// `acc = f16(f16(acc * old_scale) + v * weight)` elementwise (separate multiply and add, as
-/// the scalar form); `tmp` is scratch of `v.len()`.
+/// The portable form of `key_dot` (its reference in tests).
+fn key_dot_scalar(q: &[f32], k: &[f16], tmp: &mut [f32]) -> f32 {
+    k.convert_to_f32_slice(tmp);
+    let body = q.len() / 32 * 32;
+    let mut acc = [[0f32; 8]; 4];
+    for c in (0..body).step_by(32) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            for (l, a) in a.iter_mut().enumerate() {
+                let i = c + 8 * j + l;
+                *a = tmp[i].mul_add(q[i], *a);
+            }
+        }
+    }
+    let mut v = [0f32; 8];
+    for (l, v) in v.iter_mut().enumerate() {
+        *v = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    }
+    let h = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
+    let mut s = ((h[0] + h[1]) + (h[2] + h[3])) as f64;
+    for i in body..q.len() {
+        s += (tmp[i] * q[i]) as f64;
+    }
+    s as f32
+}
+
+/// `acc = f16(v * weight + f16(acc * old_scale))` elementwise, the multiply-add fused as in
+/// ggml's `ggml_vec_mad_f16`; `tmp` is scratch of `v.len()`.
 #[inline]
 fn value_update(acc: &mut [f32], v: &[f16], old_scale: f32, weight: f32, tmp: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if acc.len() == v.len() && v.len().is_multiple_of(8) && crate::quant::avx2::available() {
-        // SAFETY: AVX2/F16C detected; lengths equal and a multiple of 8.
+        // SAFETY: AVX2/FMA/F16C detected; lengths equal and a multiple of 8.
         return unsafe { simd::value_update(acc, v, old_scale, weight) };
     }
     v.convert_to_f32_slice(tmp);
     for (a, &v) in acc.iter_mut().zip(tmp.iter()) {
-        *a = round_f16(round_f16(*a * old_scale) + v * weight);
+        *a = round_f16(v.mul_add(weight, round_f16(*a * old_scale)));
     }
 }
 
-/// F16C twins of the scalar loops, bit-identical to them: the same roundings (f16 rounding
-/// to nearest even, as `half` does) and no fused multiply-add.
+/// AVX2 twins of the scalar loops, bit-identical to them: the same roundings (f16 rounding
+/// to nearest even, as `half` does) and the same fused multiply-adds.
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use half::f16;
@@ -132,35 +158,44 @@ mod simd {
         _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v))
     }
 
-    /// Caller guarantees AVX2 + F16C, `q.len() == k.len()` and a multiple of 8.
-    #[target_feature(enable = "avx2,f16c")]
+    /// Caller guarantees AVX2 + FMA + F16C and `q.len() == k.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn key_dot(q: &[f32], k: &[f16]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for c in 0..k.len() / 8 {
-            let kv = load_f16(k.as_ptr().add(8 * c));
-            let qv = _mm256_loadu_ps(q.as_ptr().add(8 * c));
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(qv, kv));
+        let body = q.len() / 32 * 32;
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for c in (0..body).step_by(32) {
+            for (j, a) in acc.iter_mut().enumerate() {
+                let kv = load_f16(k.as_ptr().add(c + 8 * j));
+                let qv = _mm256_loadu_ps(q.as_ptr().add(c + 8 * j));
+                *a = _mm256_fmadd_ps(kv, qv, *a);
+            }
         }
-        let mut lanes = [0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-        lanes.iter().sum()
+        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+        let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let h = _mm_hadd_ps(h, h);
+        let mut s = _mm_cvtss_f32(_mm_hadd_ps(h, h)) as f64;
+        for i in body..q.len() {
+            s += (k[i].to_f32() * q[i]) as f64;
+        }
+        s as f32
     }
 
-    /// Caller guarantees AVX2 + F16C, `acc.len() == v.len()` and a multiple of 8.
-    #[target_feature(enable = "avx2,f16c")]
+    /// Caller guarantees AVX2 + FMA + F16C, `acc.len() == v.len()` and a multiple of 8.
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn value_update(acc: &mut [f32], v: &[f16], old_scale: f32, weight: f32) {
         let (s, w) = (_mm256_set1_ps(old_scale), _mm256_set1_ps(weight));
         for c in 0..v.len() / 8 {
             let a = acc.as_mut_ptr().add(8 * c);
             let vv = load_f16(v.as_ptr().add(8 * c));
             let scaled = round_f16(_mm256_mul_ps(_mm256_loadu_ps(a), s));
-            _mm256_storeu_ps(a, round_f16(_mm256_add_ps(scaled, _mm256_mul_ps(vv, w))));
+            _mm256_storeu_ps(a, round_f16(_mm256_fmadd_ps(vv, w, scaled)));
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::ops::dot;
     use super::*;
     use crate::backend::{Backend, CpuBackend};
 
@@ -232,7 +267,13 @@ mod tests {
                 let mut kf = vec![0f32; hd];
                 k.convert_to_f32_slice(&mut kf);
                 let mut tmp = vec![0f32; hd];
-                assert_eq!(key_dot(&q, &k, &mut tmp).to_bits(), dot(&q, &kf).to_bits());
+                let mut tmp2 = vec![0f32; hd];
+                assert_eq!(
+                    key_dot(&q, &k, &mut tmp).to_bits(),
+                    key_dot_scalar(&q, &k, &mut tmp2).to_bits()
+                );
+                // The same sum as a plain dot, up to rounding.
+                assert!((key_dot(&q, &k, &mut tmp) - dot(&q, &kf)).abs() < 1e-3);
                 let acc0: Vec<f32> = rand_vec(hd, &mut seed)
                     .iter()
                     .map(|&v| round_f16(v * 100.0))
@@ -246,7 +287,7 @@ mod tests {
                 let mut vf = vec![0f32; hd];
                 v.convert_to_f32_slice(&mut vf);
                 for d in 0..hd {
-                    let want = round_f16(round_f16(acc0[d] * scale) + vf[d] * weight);
+                    let want = round_f16(vf[d].mul_add(weight, round_f16(acc0[d] * scale)));
                     assert_eq!(got[d].to_bits(), want.to_bits());
                 }
             }

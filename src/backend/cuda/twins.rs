@@ -4,9 +4,10 @@
 
 use half::f16;
 
+use crate::backend::cpu::ops;
 use crate::model::FfnKind;
 use crate::quant::{self, GgmlType};
-use crate::sparse::{self, LayerThreshold};
+use crate::sparse::{LayerThreshold, SparsityRule};
 
 /// Every row of a weight matrix in `ty`'s format, dequantised to f32.
 pub fn dequantize_matrix(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Vec<f32> {
@@ -120,7 +121,24 @@ pub fn sparse_gate_up(
         .map(|&k| {
             let u = dot64(&row(up, k), x);
             let g = gate.map_or(0.0, |g| dot64(&row(g, k), x));
-            sparse::rule_activation(kind, th, g, u)
+            // Plain f32 activations, as the kernel computes them (not the CPU's ggml
+            // approximations), then the layer's rule as `sparse::rule_activation` applies it.
+            let act = |up: f32| {
+                let mut v = [up];
+                ops::ffn_activation_f32(kind, &[g], &mut v);
+                v[0]
+            };
+            let a = act(u);
+            let drop = match th.rule {
+                SparsityRule::Relu => false,
+                SparsityRule::Gate => kind.is_gated() && act(1.0).abs() <= th.t,
+                SparsityRule::Product => a.abs() <= th.t,
+            };
+            if drop {
+                0.0
+            } else {
+                a
+            }
         })
         .collect()
 }
