@@ -357,37 +357,33 @@ impl TransposedDown {
             unreachable!("called for level layouts only")
         };
         let group = *group;
-        {
-            {
-                let (acc, rest) = tmp.split_at_mut(n);
-                let (sbuf, obuf) = rest.split_at_mut(n);
-                let mut i = 0;
-                while i < active.len() {
-                    // All active neurons of one scale group share the final scaling.
-                    let g = active[i] as usize / group;
-                    let mut sum_a = 0f32;
-                    acc.fill(0.0);
-                    while i < active.len() && active[i] as usize / group == g {
-                        let j = active[i] as usize;
-                        q.axpy(acc, a[j], j, d, r0);
-                        sum_a += a[j];
-                        i += 1;
-                    }
-                    if let Some(sums) = group_sums {
-                        // Q8_1 activations carry their own block sum (f16, from the unrounded
-                        // scale), and the dense kernel multiplies the offsets by that.
-                        sum_a = sums[g];
-                    }
-                    let range = g * d + r0..g * d + r0 + n;
-                    let s = scale.slice(range.clone(), sbuf);
-                    match offset {
-                        Some(o) => {
-                            let o = o.slice(range, obuf);
-                            scale_offset_add(out, acc, s, o, sum_a)
-                        }
-                        None => scale_add(out, acc, s),
-                    }
+        let (acc, rest) = tmp.split_at_mut(n);
+        let (sbuf, obuf) = rest.split_at_mut(n);
+        let mut i = 0;
+        while i < active.len() {
+            // All active neurons of one scale group share the final scaling.
+            let g = active[i] as usize / group;
+            let mut sum_a = 0f32;
+            acc.fill(0.0);
+            while i < active.len() && active[i] as usize / group == g {
+                let j = active[i] as usize;
+                q.axpy(acc, a[j], j, d, r0);
+                sum_a += a[j];
+                i += 1;
+            }
+            if let Some(sums) = group_sums {
+                // Q8_1 activations carry their own block sum (f16, from the unrounded
+                // scale), and the dense kernel multiplies the offsets by that.
+                sum_a = sums[g];
+            }
+            let range = g * d + r0..g * d + r0 + n;
+            let s = scale.slice(range.clone(), sbuf);
+            match offset {
+                Some(o) => {
+                    let o = o.slice(range, obuf);
+                    scale_offset_add(out, acc, s, o, sum_a)
                 }
+                None => scale_add(out, acc, s),
             }
         }
     }

@@ -35,14 +35,10 @@ pub(super) struct NibbleF16<'a> {
     pub d: usize,
 }
 
-/// Whether this CPU can run [`accumulate`].
+/// Whether this CPU can run these kernels (AVX2, FMA, F16C: the quant kernels' set).
 pub(super) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-    }
+    return crate::quant::avx2::available();
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
