@@ -142,22 +142,6 @@ fn plans(s: &SynthSpec) -> Vec<Plan> {
     out
 }
 
-/// llama.cpp's `general.file_type` (llama_ftype) for a model whose matrices are `ty`.
-fn file_type(ty: GgmlType) -> u32 {
-    use GgmlType::*;
-    match ty {
-        F32 => 0,
-        F16 => 1,
-        Q4_0 => 2,
-        Q4_1 => 3,
-        Q8_0 => 7,
-        Q5_0 => 8,
-        Q5_1 => 9,
-        BF16 => 32,
-        _ => 0,
-    }
-}
-
 fn metadata(w: &mut GgufWriter, s: &SynthSpec) -> Result<(), SynthError> {
     let u32v = |x: usize| Value::U32(x as u32);
     let arch = "llama";
@@ -176,7 +160,10 @@ fn metadata(w: &mut GgufWriter, s: &SynthSpec) -> Result<(), SynthError> {
         "SYNTHETIC model with random weights made by `powerinfer synth`: its activations are \
          shaped for sparsity tests and benchmarks, its text output is meaningless",
     )?;
-    w.add("general.file_type", Value::U32(file_type(s.weight_type)))?;
+    w.add(
+        "general.file_type",
+        Value::U32(crate::quantize::file_type(s.weight_type)),
+    )?;
     if !matches!(
         s.weight_type,
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16
