@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use powerinfer::profile::placement_for;
+use powerinfer::profile::placement_of_sidecar;
 use powerinfer::sparse::{sidecar, Sidecar};
 
 use super::common::ModelArgs;
@@ -35,15 +35,8 @@ pub fn run(args: &PlaceArgs) -> anyhow::Result<()> {
     let model =
         powerinfer::model::Model::load(&path, powerinfer::backend::CpuBackend::new(), None)?;
     sc.check_model(&sc_path, &model.file)?;
-    let freq: Vec<Vec<f32>> = sc.layers.iter().map(|l| l.freq.clone()).collect();
-    let predictor_bytes: u64 = sc
-        .layers
-        .iter()
-        .filter_map(|l| l.predictor.as_ref())
-        .map(|p| p.n_bytes() as u64)
-        .sum();
     let budget = (vram_budget * (1u64 << 30) as f64) as u64;
-    let placement = placement_for(&model, &freq, predictor_bytes, args.model.ctx_size, budget)?;
+    let placement = placement_of_sidecar(&model, &sc, args.model.ctx_size, budget)?;
     for (l, lp) in sc.layers.iter_mut().zip(&placement.layers) {
         l.hot = lp.hot.clone();
     }
@@ -66,7 +59,7 @@ pub fn run(args: &PlaceArgs) -> anyhow::Result<()> {
         }
         println!(
             "hot neurons: {hot} of {} ({:.1} MiB), {:.1}% of activation frequency; {:.1} of {:.1} MiB used",
-            freq.iter().map(Vec::len).sum::<usize>(),
+            sc.layers.iter().map(|l| l.freq.len()).sum::<usize>(),
             placement.neuron_bytes as f64 / (1 << 20) as f64,
             100.0 * placement.value_fraction,
             placement.total_bytes() as f64 / (1 << 20) as f64,

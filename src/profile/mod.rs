@@ -6,7 +6,7 @@ mod hot;
 mod run;
 
 pub use collector::{rule_values, CalibrationPass, CollectPass};
-pub use hot::{hot_for_budget, HotPlacement};
+pub use hot::{hot_for_budget, placement_of_sidecar, HotPlacement};
 pub use run::{
     placement_for, profile, ProfileError, ProfileOptions, ProfileProgress, ProfileResult, Target,
 };
