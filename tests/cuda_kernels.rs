@@ -4,7 +4,10 @@
 //! SKIPPED, unless POWERINFER_REQUIRE_GPU=1 (scripts/gpu-check.sh) makes that a failure.
 #![cfg(feature = "cuda")]
 
+mod common;
 mod quant_common;
+
+use common::gpu;
 
 use half::f16;
 use powerinfer::backend::cpu::{self, ops, CpuTensor};
@@ -34,20 +37,6 @@ const KINDS: [FfnKind; 5] = [
     FfnKind::DReLU,
     FfnKind::Relu,
 ];
-
-/// The GPU backend, or `None` after printing SKIPPED.
-fn gpu() -> Option<CudaBackend> {
-    match CudaBackend::new(0) {
-        Ok(b) => Some(b),
-        Err(e) if std::env::var("POWERINFER_REQUIRE_GPU").as_deref() == Ok("1") => {
-            panic!("POWERINFER_REQUIRE_GPU=1 but no usable GPU: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: no usable GPU ({e})");
-            None
-        }
-    }
-}
 
 /// ‖got − want‖ / ‖want‖ under `rel`, no NaN, same length.
 fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f64) {

@@ -6,24 +6,12 @@
 
 mod common;
 
-use powerinfer::backend::cuda::CudaBackend;
+use common::gpu;
+
 use powerinfer::backend::{Backend, CpuBackend};
 use powerinfer::model::{FfnKind, FfnObserver, FfnTaps, Model};
 use powerinfer::quant::GgmlType;
 use powerinfer::sparse::{sidecar, FfnMode, LayerThreshold, Sidecar, SparsityRule};
-
-fn gpu() -> Option<CudaBackend> {
-    match CudaBackend::new(0) {
-        Ok(b) => Some(b),
-        Err(e) if std::env::var("POWERINFER_REQUIRE_GPU").as_deref() == Ok("1") => {
-            panic!("POWERINFER_REQUIRE_GPU=1 but no usable GPU: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: no usable GPU ({e})");
-            None
-        }
-    }
-}
 
 fn argmax(x: &[f32]) -> usize {
     (0..x.len()).fold(0, |b, i| if x[i] > x[b] { i } else { b })

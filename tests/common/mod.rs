@@ -198,3 +198,19 @@ pub fn synth_small(path: &std::path::Path, ty: &str, seed: u64, sparsity: f64) {
         &sparsity.to_string(),
     ]));
 }
+
+/// The GPU backend, or `None` after printing SKIPPED; a missing GPU is a failure under
+/// POWERINFER_REQUIRE_GPU=1 (scripts/gpu-check.sh).
+#[cfg(feature = "cuda")]
+pub fn gpu() -> Option<powerinfer::backend::cuda::CudaBackend> {
+    match powerinfer::backend::cuda::CudaBackend::new(0) {
+        Ok(b) => Some(b),
+        Err(e) if std::env::var("POWERINFER_REQUIRE_GPU").as_deref() == Ok("1") => {
+            panic!("POWERINFER_REQUIRE_GPU=1 but no usable GPU: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: no usable GPU ({e})");
+            None
+        }
+    }
+}
