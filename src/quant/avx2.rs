@@ -797,7 +797,7 @@ fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
 
 /// One f16 via F16C (the `half` crate's conversion is a call per value in these loops).
 #[inline(always)]
-pub(super) unsafe fn f16p(p: *const u8) -> f32 {
+unsafe fn f16p(p: *const u8) -> f32 {
     let bits = (p as *const u16).read_unaligned() as i32;
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
 }

@@ -75,20 +75,6 @@ pub fn matvec_q(w: &QMatrix, x: &QuantizedVec, y: &mut [f32]) {
         .for_each(|(y, data)| rows(y, data));
 }
 
-/// The four-row kernel for `w` against `x`, where this CPU has one for the weight type.
-fn rows4_kernel(w: &QMatrix, x: &QuantizedVec) -> Option<super::avx2_rows::DotRows4> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let _ = x;
-        super::avx2_rows::kernel_rows4(w.ty)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (w, x);
-        None
-    }
-}
-
 /// y[i] = W.row(rows[i]) · x, for the sparse FFN (only predicted-active neurons).
 pub fn gather_matvec(w: &QMatrix, rows: &[u32], x: &QuantizedVec, y: &mut [f32]) {
     assert_eq!(y.len(), rows.len(), "gather_matvec output length");
@@ -119,26 +105,42 @@ fn gather_rows(w: &QMatrix, k: DotKernel, rows: &[u32], x: &QuantizedVec, y: &mu
     for &r in rows.iter().take(PREFETCH_ROWS) {
         prefetch(row(r));
     }
-    let mut done = 0;
-    if let Some(k4) = rows4_kernel(w, x) {
-        for (i, (y, r)) in y.chunks_exact_mut(4).zip(rows.chunks_exact(4)).enumerate() {
-            for &ahead in rows.iter().skip(4 * i + PREFETCH_ROWS).take(4) {
-                prefetch(row(ahead));
-            }
-            k4(
-                [row(r[0]), row(r[1]), row(r[2]), row(r[3])],
-                x.bytes(),
-                y.try_into().unwrap(),
-            );
-            done += 4;
-        }
-    }
+    let done = gather_rows4(w, rows, x, y);
     for (i, (y, &r)) in y.iter_mut().zip(rows).enumerate().skip(done) {
         if let Some(&ahead) = rows.get(i + PREFETCH_ROWS) {
             prefetch(row(ahead));
         }
         *y = k.dot(row(r), x);
     }
+}
+
+/// The leading whole groups of four rows through the four-row kernel, where this CPU has one
+/// for the weight type, with rows prefetched ahead as in `gather_rows`; returns how many rows
+/// it did.
+#[cfg(target_arch = "x86_64")]
+fn gather_rows4(w: &QMatrix, rows: &[u32], x: &QuantizedVec, y: &mut [f32]) -> usize {
+    let Some(k4) = super::avx2_rows::kernel_rows4(w.ty) else {
+        return 0;
+    };
+    let row = |r: u32| w.row(r as usize);
+    let mut done = 0;
+    for (i, (y, r)) in y.chunks_exact_mut(4).zip(rows.chunks_exact(4)).enumerate() {
+        for &ahead in rows.iter().skip(4 * i + PREFETCH_ROWS).take(4) {
+            prefetch(row(ahead));
+        }
+        k4(
+            [row(r[0]), row(r[1]), row(r[2]), row(r[3])],
+            x.bytes(),
+            y.try_into().unwrap(),
+        );
+        done += 4;
+    }
+    done
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn gather_rows4(_: &QMatrix, _: &[u32], _: &QuantizedVec, _: &mut [f32]) -> usize {
+    0
 }
 
 /// Ask for every cache line of `bytes` to be brought into L2 (a hint: no effect on results).
