@@ -97,12 +97,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     let flags_want_sidecar = args.model.sparse || args.model.oracle || args.model.sidecar.is_some();
+    // A sparse speculative draft of this model needs the sidecar whatever modes are measured.
     let want = match &asked {
-        Some(m) if m.iter().any(FfnMode::needs_sidecar) || args.spec.wants_sidecar() => {
-            SidecarUse::Required
-        }
+        _ if args.spec.wants_sidecar() => SidecarUse::Required,
+        Some(m) if m.iter().any(FfnMode::needs_sidecar) => SidecarUse::Required,
         Some(_) => SidecarUse::No,
-        None if flags_want_sidecar || args.spec.wants_sidecar() => SidecarUse::Required,
+        None if flags_want_sidecar => SidecarUse::Required,
         None => SidecarUse::IfPresent,
     };
     let (engine, sidecar) = args
