@@ -11,6 +11,7 @@ pub mod corpus;
 pub mod generate;
 pub mod gguf;
 pub mod model;
+pub mod parallel;
 pub mod paths;
 pub mod perplexity;
 pub mod profile;

@@ -70,9 +70,10 @@ pub fn matvec_q(w: &QMatrix, x: &QuantizedVec, y: &mut [f32]) {
         return rows(y, w.data);
     }
     let chunk = rows_per_task(w.rows, rb);
-    y.par_chunks_mut(chunk)
-        .zip(w.data.par_chunks(chunk * rb))
-        .for_each(|(y, data)| rows(y, data));
+    crate::parallel::for_chunks_mut(y, chunk, |i, y| {
+        let start = i * chunk * rb;
+        rows(y, &w.data[start..start + y.len() * rb])
+    });
 }
 
 /// y[i] = W.row(rows[i]) · x, for the sparse FFN (only predicted-active neurons).
@@ -89,9 +90,10 @@ pub fn gather_matvec(w: &QMatrix, rows: &[u32], x: &QuantizedVec, y: &mut [f32])
         return;
     }
     let chunk = rows_per_task(rows.len(), w.row_bytes());
-    y.par_chunks_mut(chunk)
-        .zip(rows.par_chunks(chunk))
-        .for_each(|(y, rows)| gather_rows(w, k, rows, x, y));
+    crate::parallel::for_chunks_mut(y, chunk, |i, y| {
+        let rows = &rows[i * chunk..i * chunk + y.len()];
+        gather_rows(w, k, rows, x, y)
+    });
 }
 
 /// How many rows ahead `gather_rows` prefetches.

@@ -260,19 +260,16 @@ impl TransposedDown {
         assert_eq!(out.len(), d);
         tmp.clear();
         tmp.resize(3 * d, 0.0);
-        let threads = rayon::current_num_threads();
+        let threads = crate::parallel::threads();
         let parallel = threads > 1 && active.len() * d >= PARALLEL_MIN_WEIGHTS;
         if !parallel {
             self.accumulate_rows(active, a, group_sums, 0, out, tmp);
             return;
         }
         let chunk = d.div_ceil(threads).next_multiple_of(NIB_BLOCK).min(d);
-        out.par_chunks_mut(chunk)
-            .zip(tmp.par_chunks_mut(3 * chunk))
-            .enumerate()
-            .for_each(|(c, (out, tmp))| {
-                self.accumulate_rows(active, a, group_sums, c * chunk, out, tmp)
-            });
+        crate::parallel::for_chunk_pairs_mut(out, chunk, tmp, 3 * chunk, |c, out, tmp| {
+            self.accumulate_rows(active, a, group_sums, c * chunk, out, tmp)
+        });
     }
 
     /// [`TransposedDown::accumulate`] for output rows `r0..r0 + out.len()`; `tmp` holds at

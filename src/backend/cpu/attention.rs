@@ -9,7 +9,6 @@
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-use rayon::prelude::*;
 
 use super::{CpuKvCache, CpuTensor};
 use crate::backend::AttnParams;
@@ -36,14 +35,18 @@ pub fn attention(
     let keys = cache.layer_k(layer);
     let values = cache.layer_v(layer);
     out.resize(q.rows, p.n_head * hd);
-    out.data.par_chunks_mut(hd).enumerate().for_each_init(
-        || Scratch {
+    // A few tasks per thread, each a run of (query row, head) pairs with its own scratch.
+    let pairs = q.rows * p.n_head;
+    let per_task = pairs.div_ceil(4 * crate::parallel::threads());
+    crate::parallel::for_chunks_mut(&mut out.data, per_task * hd, |t, run| {
+        let s = &mut Scratch {
             q: vec![0.0; hd],
             k: vec![0.0; hd],
             v: vec![0.0; hd],
             acc: vec![0.0; hd],
-        },
-        |s, (idx, o)| {
+        };
+        for (n, o) in run.chunks_exact_mut(hd).enumerate() {
+            let idx = t * per_task + n;
             let (i, h) = (idx / p.n_head, idx % p.n_head);
             let pos = pos0 + i;
             let lo = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
@@ -78,8 +81,8 @@ pub fn attention(
             for (o, &a) in o.iter_mut().zip(&s.acc) {
                 *o = a * inv;
             }
-        },
-    );
+        }
+    });
 }
 
 #[inline]
