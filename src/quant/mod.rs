@@ -30,4 +30,4 @@ pub use matrix::QMatrix;
 pub(crate) use matvec::prefetch;
 pub use matvec::{gather_matvec, matmul, matvec, matvec_q};
 pub use quantize::quantize_row;
-pub use qvec::{activation_type, QuantizedVec};
+pub use qvec::{activation_type, round_activations, QuantizedVec};

@@ -16,6 +16,53 @@ pub fn activation_type(ty: GgmlType) -> Option<GgmlType> {
     }
 }
 
+/// The values at `idx` (ascending) of `x` after the round trip through the activation format
+/// of weight type `ty` that the dense kernels would quantise `x` to, written to `rounded[i]`
+/// for each `i` in `idx` (other entries untouched). Only the blocks holding an index are
+/// quantised, with the same quantiser as [`QuantizedVec::set`]. For Q8_1 the block sums that
+/// format carries are written to `sums[block]` too. `ty` must have an integer activation
+/// format.
+pub fn round_activations(
+    ty: GgmlType,
+    x: &[f32],
+    idx: &[u32],
+    rounded: &mut [f32],
+    mut sums: Option<&mut [f32]>,
+) {
+    let act = activation_type(ty).expect("weight type with an activation format");
+    let (bl, bb) = (act.block_len(), act.block_bytes());
+    let quant = super::dot::activation_quantizer(act);
+    let mut block = [0u8; 292];
+    let block = &mut block[..bb];
+    let mut last = usize::MAX;
+    for &i in idx {
+        let i = i as usize;
+        let b = i / bl;
+        if b != last {
+            last = b;
+            quant(&x[b * bl..(b + 1) * bl], block);
+            if let Some(sums) = sums.as_deref_mut() {
+                sums[b] = f16_at(block, 2);
+            }
+        }
+        rounded[i] = block_value(act, block, i % bl);
+    }
+}
+
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
+}
+
+/// Element `i` of one activation block, as the dequantiser computes it (scale × level).
+fn block_value(act: GgmlType, b: &[u8], i: usize) -> f32 {
+    match act {
+        GgmlType::Q8_0 => f16_at(b, 0) * b[2 + i] as i8 as f32,
+        GgmlType::Q8_1 => f16_at(b, 0) * b[4 + i] as i8 as f32,
+        GgmlType::Q8_K => f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * b[4 + i] as i8 as f32,
+        _ => unreachable!("{act} is not an activation format"),
+    }
+}
+
 /// `x` quantised for weight type `ty`. Buffers are kept across [`QuantizedVec::set`] calls so
 /// that a decode loop does not allocate per token. A length that is not a whole number of
 /// blocks is zero-padded (the padding contributes nothing to dot products).
@@ -97,6 +144,65 @@ impl QuantizedVec {
             self.f.len()
         } else {
             self.q.len() / self.act.block_bytes()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic pseudo-random vector with a few large entries (never all zeros).
+    fn vector(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+        (0..n)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                let v = (s % 20_001) as f32 / 10_000.0 - 1.0;
+                if i % 97 == 0 {
+                    v * 40.0
+                } else {
+                    v
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rounded_activations_equal_the_dense_quantisation() {
+        for (ty, seed) in [
+            (GgmlType::Q4_0, 1),
+            (GgmlType::Q4_1, 2),
+            (GgmlType::Q4_K, 3),
+        ] {
+            let n = 1024;
+            let x = vector(n, seed);
+            let idx: Vec<u32> = (0..n as u32).filter(|i| (i * 7 + seed) % 11 < 2).collect();
+            let dense = QuantizedVec::new(ty, &x);
+            let mut all = vec![0f32; n];
+            super::super::dequantize_row(dense.activation_type(), dense.bytes(), &mut all).unwrap();
+            let mut rounded = vec![f32::NAN; n];
+            let nb = n / dense.activation_type().block_len();
+            let mut sums = vec![f32::NAN; nb];
+            let q1 = dense.activation_type() == GgmlType::Q8_1;
+            round_activations(ty, &x, &idx, &mut rounded, q1.then_some(&mut sums[..]));
+            for (i, (&r, &a)) in rounded.iter().zip(&all).enumerate() {
+                if idx.contains(&(i as u32)) {
+                    assert_eq!(r.to_bits(), a.to_bits(), "{ty} element {i}");
+                } else {
+                    assert!(r.is_nan(), "{ty} element {i} written but not listed");
+                }
+            }
+            if q1 {
+                let bb = GgmlType::Q8_1.block_bytes();
+                for &i in &idx {
+                    let b = i as usize / 32;
+                    let blk = &dense.bytes()[b * bb..];
+                    assert_eq!(sums[b], f16_at(blk, 2), "block sum {b}");
+                }
+            }
         }
     }
 }

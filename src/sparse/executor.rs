@@ -45,7 +45,6 @@ pub struct SparseScratch {
     u: Vec<f32>,
     act: Vec<f32>,
     rounded: Vec<f32>,
-    qbuf: Vec<u8>,
     tmp: Vec<f32>,
     sums: Vec<f32>,
     qx: Option<QuantizedVec>,
@@ -262,9 +261,7 @@ impl SparseLayer {
         let a: &[f32] = if f32_act || act_ty == quant::GgmlType::F32 {
             &s.act
         } else {
-            let (bl, bb) = (act_ty.block_len(), act_ty.block_bytes());
-            let nb = n_ff / bl;
-            s.qbuf.resize(bb, 0);
+            let nb = n_ff / act_ty.block_len();
             s.rounded.resize(n_ff, 0.0);
             let q1 = act_ty == quant::GgmlType::Q8_1;
             if q1 {
@@ -273,23 +270,8 @@ impl SparseLayer {
                 s.sums.clear();
                 s.sums.resize(nb, 0.0);
             }
-            let mut last = usize::MAX;
-            for &j in &s.keep {
-                let b = j as usize / bl;
-                if b == last {
-                    continue;
-                }
-                last = b;
-                let blk = b * bl..(b + 1) * bl;
-                quant::quantize_row(act_ty, &s.act[blk.clone()], &mut s.qbuf)
-                    .expect("activation type");
-                quant::dequantize_row(act_ty, &s.qbuf, &mut s.rounded[blk])
-                    .expect("activation type");
-                if q1 {
-                    s.sums[b] =
-                        half::f16::from_bits(u16::from_le_bytes([s.qbuf[2], s.qbuf[3]])).to_f32();
-                }
-            }
+            let sums_out = q1.then_some(&mut s.sums[..]);
+            quant::round_activations(self.down.ty, &s.act, &s.keep, &mut s.rounded, sums_out);
             if q1 {
                 sums = Some(&s.sums[..]);
             }
