@@ -2,15 +2,13 @@
 
 use std::cell::RefCell;
 
-use rayon::prelude::*;
-
 use super::dot::check_pair;
 use super::{dot_kernel, DotKernel, QMatrix, QuantizedVec};
 
-/// Weight bytes below which a product runs on the calling thread (rayon's fork/join costs a
-/// few microseconds, comparable to streaming this much memory).
+/// Weight bytes below which a product runs on the calling thread (starting a parallel section
+/// costs a few microseconds, comparable to streaming this much memory).
 const SERIAL_BYTES: usize = 128 * 1024;
-/// Minimum weight bytes per rayon task, so each task does real work.
+/// Minimum weight bytes per parallel task, so each task does real work.
 const MIN_TASK_BYTES: usize = 32 * 1024;
 /// Weight bytes of the row tiles `matmul` runs every input through before moving on: well
 /// inside a core's L2 (1-2 MiB on current x86) beside the inputs of one kernel call.
@@ -29,14 +27,14 @@ fn kernel(w: &QMatrix) -> DotKernel {
 
 /// Rows per task: about four tasks per thread, but at least `MIN_TASK_BYTES` of weights.
 fn rows_per_task(rows: usize, row_bytes: usize) -> usize {
-    let threads = rayon::current_num_threads().max(1);
+    let threads = crate::parallel::threads();
     let by_count = rows.div_ceil(4 * threads);
     let by_bytes = MIN_TASK_BYTES.div_ceil(row_bytes.max(1));
     by_count.max(by_bytes).max(1)
 }
 
 fn serial(w: &QMatrix, n_rows: usize) -> bool {
-    n_rows * w.row_bytes() < SERIAL_BYTES || rayon::current_num_threads() <= 1
+    n_rows * w.row_bytes() < SERIAL_BYTES || crate::parallel::threads() <= 1
 }
 
 /// y = W x. Quantises `x` once into a per-thread buffer (no allocation after the first call).
@@ -46,7 +44,7 @@ pub fn matvec(w: &QMatrix, x: &[f32], y: &mut [f32]) {
             q.set(w.ty, x);
             matvec_q(w, &q, y);
         }
-        // Re-entered on this thread (a nested rayon job): use a fresh buffer.
+        // Re-entered on this thread (a nested parallel task): use a fresh buffer.
         Err(_) => matvec_q(w, &QuantizedVec::new(w.ty, x), y),
     })
 }
@@ -287,13 +285,14 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
             }
         }
     };
-    if w.rows * rb * n < SERIAL_BYTES || rayon::current_num_threads() <= 1 {
+    if w.rows * rb * n < SERIAL_BYTES || crate::parallel::threads() <= 1 {
         body(&mut tmp, w.data);
     } else {
         let chunk = rows_per_task(w.rows, rb);
-        tmp.par_chunks_mut(chunk * n)
-            .zip(w.data.par_chunks(chunk * rb))
-            .for_each(|(t, d)| body(t, d));
+        crate::parallel::for_chunks_mut(&mut tmp, chunk * n, |i, t| {
+            let start = i * chunk * rb;
+            body(t, &w.data[start..start + t.len() / n * rb])
+        });
     }
     // Transpose rows × n into n × rows in blocks of 16 rows: each output row then receives a
     // whole cache line at a time (element by element, a power-of-two stride of rows × 4
