@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use half::f16;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
-use rayon::prelude::*;
 
 pub use attention::attention;
 pub use tensor::CpuTensor;
@@ -44,19 +43,14 @@ impl CpuBackend {
 /// `out = x Wᵀ` with every weight row dequantised and dotted in f32.
 fn matmul_f32(w: &CpuWeight, x: &CpuTensor, out: &mut CpuTensor) {
     let m = w.qmatrix();
-    out.data
-        .par_chunks_mut(w.rows)
-        .zip(x.data.par_chunks(w.cols))
-        .for_each_init(
-            || vec![0f32; w.cols],
-            |row, (o, xi)| {
-                for (r, y) in o.iter_mut().enumerate() {
-                    quant::dequantize_row(m.ty, m.row(r), row)
-                        .expect("weight type checked at load");
-                    *y = ops::dot(row, xi);
-                }
-            },
-        );
+    crate::parallel::for_chunks_mut(&mut out.data, w.rows, |i, o| {
+        let xi = &x.data[i * w.cols..(i + 1) * w.cols];
+        let mut row = vec![0f32; w.cols];
+        for (r, y) in o.iter_mut().enumerate() {
+            quant::dequantize_row(m.ty, m.row(r), &mut row).expect("weight type checked at load");
+            *y = ops::dot(&row, xi);
+        }
+    });
 }
 
 /// Keys and values of all layers: `[layer][position][kv_dim]` in f16, preallocated for the
@@ -93,7 +87,7 @@ impl Backend for CpuBackend {
     type DeviceScratch = ();
 
     fn name(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        format!("cpu ({} threads)", crate::parallel::threads())
     }
 
     fn load_weight(
@@ -172,10 +166,9 @@ impl Backend for CpuBackend {
             norm_rows(&mut out.data, &x.data);
         } else {
             let chunk = x.cols * ROWS_PER_TASK;
-            out.data
-                .par_chunks_mut(chunk)
-                .zip(x.data.par_chunks(chunk))
-                .for_each(|(o, xi)| norm_rows(o, xi));
+            crate::parallel::for_chunks_mut(&mut out.data, chunk, |i, o| {
+                norm_rows(o, &x.data[i * chunk..i * chunk + o.len()])
+            });
         }
     }
 
@@ -212,7 +205,7 @@ impl Backend for CpuBackend {
         if x.rows < ROWS_PER_TASK {
             x.data.chunks_mut(cols).enumerate().for_each(f);
         } else {
-            x.data.par_chunks_mut(cols).enumerate().for_each(f);
+            crate::parallel::for_chunks_mut(&mut x.data, cols, |i, row| f((i, row)));
         }
     }
 
@@ -255,7 +248,7 @@ impl Backend for CpuBackend {
         if up.rows < ROWS_PER_TASK {
             up.data.chunks_mut(cols).enumerate().for_each(f);
         } else {
-            up.data.par_chunks_mut(cols).enumerate().for_each(f);
+            crate::parallel::for_chunks_mut(&mut up.data, cols, |i, row| f((i, row)));
         }
     }
 
