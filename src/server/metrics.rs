@@ -38,6 +38,15 @@ impl Metrics {
         m
     }
 
+    /// One completion ended (its slot is free). Called before the client is sent its last
+    /// event, so a client that reads `/metrics` right after its answer sees the slot free.
+    pub fn finish_completion(&self) {
+        self.completions.fetch_add(1, Relaxed);
+        let _ = self
+            .active_slots
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+    }
+
     pub fn record_response(&self, status: u16) {
         let mut map = self.responses.lock().unwrap_or_else(|e| e.into_inner());
         *map.entry(status).or_default() += 1;

@@ -334,9 +334,9 @@ impl<'e, B: Backend> ModelLoop<'e, B> {
                         .fetch_add(chunk.len() as u64, Relaxed);
                 }
                 Err(e) => {
+                    self.metrics.finish_completion();
                     let _ = seq.q.events.send(Event::Failed(e.to_string()));
                     *entry = None;
-                    self.metrics.completions.fetch_add(1, Relaxed);
                 }
             }
         }
@@ -381,12 +381,12 @@ impl<'e, B: Backend> ModelLoop<'e, B> {
                     if !text.is_empty() {
                         let _ = seq.q.events.send(Event::Text(text));
                     }
+                    self.metrics.finish_completion();
                     let _ = seq.q.events.send(Event::Done {
                         finish,
                         prompt_tokens: seq.q.job.prompt.len(),
                         completion_tokens: seq.decoding.generated(),
                     });
-                    self.metrics.completions.fetch_add(1, Relaxed);
                     *entry = None;
                 }
             }
@@ -418,9 +418,9 @@ impl<'e, B: Backend> ModelLoop<'e, B> {
             match &result {
                 Ok(()) => seq.history.push(token),
                 Err(e) => {
+                    self.metrics.finish_completion();
                     let _ = seq.q.events.send(Event::Failed(e.to_string()));
                     *entry = None;
-                    self.metrics.completions.fetch_add(1, Relaxed);
                 }
             }
         }
@@ -454,18 +454,18 @@ impl<'e, B: Backend> ModelLoop<'e, B> {
                 // The client left; the slot is freed on the next loop.
                 Ok(Round::Done(FinishReason::Cancelled)) => {}
                 Ok(Round::Done(finish)) => {
+                    self.metrics.finish_completion();
                     let _ = seq.q.events.send(Event::Done {
                         finish,
                         prompt_tokens: seq.q.job.prompt.len(),
                         completion_tokens: seq.decoding.generated(),
                     });
-                    self.metrics.completions.fetch_add(1, Relaxed);
                     *entry = None;
                 }
                 Err(e) => {
+                    self.metrics.finish_completion();
                     let _ = seq.q.events.send(Event::Failed(e.to_string()));
                     *entry = None;
-                    self.metrics.completions.fetch_add(1, Relaxed);
                 }
             }
         }
