@@ -1,5 +1,6 @@
 //! An activation vector prepared once for dot products with rows of a given weight type.
 
+use super::layout::f16_at;
 use super::GgmlType;
 
 /// The format ggml pairs with weights of type `ty` for dot products: Q8_0 for Q4_0/Q5_0/Q8_0,
@@ -32,8 +33,8 @@ pub fn round_activations(
     let act = activation_type(ty).expect("weight type with an activation format");
     let (bl, bb) = (act.block_len(), act.block_bytes());
     let quant = super::dot::activation_quantizer(act);
-    let mut block = [0u8; 292];
-    let block = &mut block[..bb];
+    let (mut block, mut values) = ([0u8; 292], [0f32; 256]);
+    let (block, values) = (&mut block[..bb], &mut values[..bl]);
     let mut last = usize::MAX;
     for &i in idx {
         let i = i as usize;
@@ -41,25 +42,12 @@ pub fn round_activations(
         if b != last {
             last = b;
             quant(&x[b * bl..(b + 1) * bl], block);
+            super::dequantize_row(act, block, values).expect("activation formats dequantise");
             if let Some(sums) = sums.as_deref_mut() {
                 sums[b] = f16_at(block, 2);
             }
         }
-        rounded[i] = block_value(act, block, i % bl);
-    }
-}
-
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    half::f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
-}
-
-/// Element `i` of one activation block, as the dequantiser computes it (scale × level).
-fn block_value(act: GgmlType, b: &[u8], i: usize) -> f32 {
-    match act {
-        GgmlType::Q8_0 => f16_at(b, 0) * b[2 + i] as i8 as f32,
-        GgmlType::Q8_1 => f16_at(b, 0) * b[4 + i] as i8 as f32,
-        GgmlType::Q8_K => f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * b[4 + i] as i8 as f32,
-        _ => unreachable!("{act} is not an activation format"),
+        rounded[i] = values[i % bl];
     }
 }
 
