@@ -51,17 +51,9 @@ pub fn for_each(n: usize, f: impl Fn(usize) + Sync) {
 /// shorter), as [`for_each`] does.
 pub fn for_chunks_mut<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let chunk = chunk.max(1);
-    let len = out.len();
-    let base = SendPtr(out.as_mut_ptr());
-    for_each(len.div_ceil(chunk), |i| {
-        let start = i * chunk;
-        let end = (start + chunk).min(len);
-        let base = &base;
-        // SAFETY: `for_each` runs every index once, so the ranges handed out are disjoint
-        // and inside `out`, which stays mutably borrowed until all tasks are done.
-        let piece = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), end - start) };
-        f(i, piece)
-    });
+    let out = Pieces::new(out, chunk);
+    // SAFETY: `for_each` runs every index once.
+    for_each(out.count(), |i| f(i, unsafe { out.piece(i) }));
 }
 
 /// Runs `f(i, a_i, b_i)` over the `i`-th `ca`-long piece of `a` and `cb`-long piece of `b`
@@ -74,32 +66,56 @@ pub fn for_chunk_pairs_mut<A: Send, B: Send>(
     cb: usize,
     f: impl Fn(usize, &mut [A], &mut [B]) + Sync,
 ) {
-    let (ca, cb) = (ca.max(1), cb.max(1));
-    let (la, lb) = (a.len(), b.len());
-    let (pa, pb) = (SendPtr(a.as_mut_ptr()), SendPtr(b.as_mut_ptr()));
-    for_each(la.div_ceil(ca), |i| {
-        let (pa, pb) = (&pa, &pb);
-        let (sa, sb) = ((i * ca).min(la), (i * cb).min(lb));
-        let (ea, eb) = ((sa + ca).min(la), (sb + cb).min(lb));
-        // SAFETY: as in `for_chunks_mut`, for each of the two slices.
-        let (x, y) = unsafe {
-            (
-                std::slice::from_raw_parts_mut(pa.0.add(sa), ea - sa),
-                std::slice::from_raw_parts_mut(pb.0.add(sb), eb - sb),
-            )
-        };
-        f(i, x, y)
+    let (a, b) = (Pieces::new(a, ca.max(1)), Pieces::new(b, cb.max(1)));
+    // SAFETY: `for_each` runs every index once.
+    for_each(a.count(), |i| {
+        f(i, unsafe { a.piece(i) }, unsafe { b.piece(i) })
     });
+}
+
+/// A slice cut into `chunk`-long pieces that the tasks of one section take, one each.
+struct Pieces<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    chunk: usize,
+    _borrow: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: the pieces handed out are disjoint (see `piece`), so sharing the cutter between the
+// tasks is sharing `&mut` access to disjoint parts of a `Send` slice.
+unsafe impl<T: Send> Sync for Pieces<'_, T> {}
+
+impl<'a, T> Pieces<'a, T> {
+    fn new(s: &'a mut [T], chunk: usize) -> Self {
+        Pieces {
+            ptr: s.as_mut_ptr(),
+            len: s.len(),
+            chunk,
+            _borrow: std::marker::PhantomData,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.len.div_ceil(self.chunk)
+    }
+
+    /// Piece `i` (empty past the end).
+    ///
+    /// # Safety
+    /// Each `i` is taken at most once while the slice is borrowed.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn piece(&self, i: usize) -> &'a mut [T] {
+        let start = (i * self.chunk).min(self.len);
+        let end = (start + self.chunk).min(self.len);
+        // SAFETY: in bounds; disjoint from every other piece, and taken once (caller).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), end - start) }
+    }
 }
 
 /// How many threads a section may use (the calling thread included).
 pub fn threads() -> usize {
     rayon::current_num_threads().max(1)
 }
-
-struct SendPtr<T>(*mut T);
-// SAFETY: only used to hand disjoint pieces of one slice to the tasks of one section.
-unsafe impl<T: Send> Sync for SendPtr<T> {}
 
 thread_local! {
     /// Set while this thread runs a task of a section, so a nested call runs inline.
