@@ -89,21 +89,12 @@ impl<B: Backend> Model<B> {
                     self.backend.name()
                 ))
             })?;
-            let predictor = match &sl.predictor {
-                None => None,
-                Some(p) => Some(
-                    powerinfer_predictors::Predictor::from_parts(
-                        p.d_in,
-                        p.rank,
-                        p.d_out,
-                        p.w1.clone(),
-                        p.b1.clone(),
-                        p.w2.clone(),
-                        p.b2.clone(),
-                    )
-                    .map_err(|e| ModelError::Config(format!("layer {il} predictor: {e}")))?,
-                ),
-            };
+            let predictor = sl
+                .predictor
+                .as_ref()
+                .map(|p| p.to_predictor())
+                .transpose()
+                .map_err(|e| ModelError::Config(format!("layer {il} predictor: {e}")))?;
             layers.push(SparseLayer {
                 threshold: sl.threshold,
                 predictor,

@@ -57,6 +57,21 @@ impl PredictorWeights {
     pub fn n_bytes(&self) -> usize {
         2 * (self.w1.len() + self.w2.len()) + 4 * (self.b1.len() + self.b2.len())
     }
+
+    /// The runnable predictor (its constructor checks the shapes).
+    pub fn to_predictor(
+        &self,
+    ) -> Result<powerinfer_predictors::Predictor, powerinfer_predictors::PredictorError> {
+        powerinfer_predictors::Predictor::from_parts(
+            self.d_in,
+            self.rank,
+            self.d_out,
+            self.w1.clone(),
+            self.b1.clone(),
+            self.w2.clone(),
+            self.b2.clone(),
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -69,16 +69,7 @@ impl LayerUpload<'_> {
     pub fn host_predictor(&self) -> Result<Option<Predictor>, HybridError> {
         self.predictor
             .map(|p| {
-                Predictor::from_parts(
-                    p.d_in,
-                    p.rank,
-                    p.d_out,
-                    p.w1.clone(),
-                    p.b1.clone(),
-                    p.w2.clone(),
-                    p.b2.clone(),
-                )
-                .map_err(|e| HybridError::Layer {
+                p.to_predictor().map_err(|e| HybridError::Layer {
                     layer: self.layer,
                     msg: format!("predictor: {e}"),
                 })
