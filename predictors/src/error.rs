@@ -18,6 +18,13 @@ pub enum PredictorError {
         a: usize,
         b: usize,
     },
+    /// A range of output neurons that is not inside `0..d_out`.
+    #[error("neuron range {start}..{end} is not inside 0..{d_out}")]
+    Range {
+        start: usize,
+        end: usize,
+        d_out: usize,
+    },
     /// A dimension that must be positive is zero.
     #[error("{0} must be positive")]
     Zero(&'static str),

@@ -3,6 +3,8 @@
 //! W1 is `[rank][d_in]` and W2 `[d_out][rank]`, both f16 row-major, so every output of both layers
 //! is one contiguous dot product; the single-token forward reads each weight once.
 
+use std::ops::Range;
+
 use half::f16;
 use rayon::prelude::*;
 
@@ -143,6 +145,48 @@ impl Predictor {
         self.forward(x, scratch, out, parallel)
     }
 
+    /// The hidden layer (`rank` values) for one input row: the first half of the forward,
+    /// for callers that split the output layer over their own threads with
+    /// [`Predictor::predict_range`].
+    pub fn hidden(&self, x: &[f32], hidden: &mut Vec<f32>) -> Result<()> {
+        check_len("predictor input x (d_in)", self.d_in, x.len())?;
+        hidden.resize(self.rank, 0.0);
+        matvec_f16(&self.w1, self.d_in, x, hidden);
+        for (v, b) in hidden.iter_mut().zip(&self.b1) {
+            *v = (*v + b).max(0.0);
+        }
+        Ok(())
+    }
+
+    /// Appends to `active` the neurons of `range` predicted active from `hidden` (from
+    /// [`Predictor::hidden`]), ascending: the same neurons [`Predictor::predict`] selects in
+    /// that range. `logits` is scratch.
+    pub fn predict_range(
+        &self,
+        hidden: &[f32],
+        range: Range<usize>,
+        logits: &mut Vec<f32>,
+        active: &mut Vec<u32>,
+    ) -> Result<()> {
+        check_len("predictor hidden (rank)", self.rank, hidden.len())?;
+        if range.start > range.end || range.end > self.d_out {
+            return Err(PredictorError::Range {
+                start: range.start,
+                end: range.end,
+                d_out: self.d_out,
+            });
+        }
+        logits.resize(range.len(), 0.0);
+        let r = self.rank;
+        matvec_f16(&self.w2[range.start * r..range.end * r], r, hidden, logits);
+        for (i, (z, b)) in logits.iter().zip(&self.b2[range.clone()]).enumerate() {
+            if z + b > 0.0 {
+                active.push((range.start + i) as u32);
+            }
+        }
+        Ok(())
+    }
+
     /// Ascending indices of the neurons predicted active (logit > 0) for one input row.
     pub fn predict(&self, x: &[f32], scratch: &mut Scratch, active: &mut Vec<u32>) -> Result<()> {
         let parallel =
@@ -157,14 +201,8 @@ impl Predictor {
         out: &mut [f32],
         parallel: bool,
     ) -> Result<()> {
-        check_len("predictor input x (d_in)", self.d_in, x.len())?;
         check_len("predictor logits out (d_out)", self.d_out, out.len())?;
-        scratch.hidden.resize(self.rank, 0.0);
-        let h = &mut scratch.hidden;
-        matvec_f16(&self.w1, self.d_in, x, h);
-        for (v, b) in h.iter_mut().zip(&self.b1) {
-            *v = (*v + b).max(0.0);
-        }
+        self.hidden(x, &mut scratch.hidden)?;
         let h = &scratch.hidden;
         let r = self.rank;
         if parallel {
@@ -299,6 +337,36 @@ mod tests {
                 s + p.b2()[i] as f64
             })
             .collect()
+    }
+
+    #[test]
+    fn predict_range_pieces_make_up_predict() {
+        let mut rng = Rng::new(11);
+        for &(d_in, rank, d_out) in &[(19, 5, 1031), (64, 16, 700)] {
+            let p = random_predictor(&mut rng, d_in, rank, d_out);
+            let x: Vec<f32> = (0..d_in).map(|_| rng.normal() as f32).collect();
+            let mut scratch = Scratch::new();
+            let mut want = Vec::new();
+            p.predict(&x, &mut scratch, &mut want).unwrap();
+            assert!(
+                !want.is_empty() && want.len() < d_out,
+                "a test that can fail"
+            );
+            let mut hidden = Vec::new();
+            p.hidden(&x, &mut hidden).unwrap();
+            let (mut got, mut logits) = (Vec::new(), Vec::new());
+            for lo in (0..d_out).step_by(100) {
+                let hi = (lo + 100).min(d_out);
+                p.predict_range(&hidden, lo..hi, &mut logits, &mut got)
+                    .unwrap();
+            }
+            assert_eq!(got, want);
+        }
+        let p = random_predictor(&mut Rng::new(1), 8, 2, 10);
+        let err = p.predict_range(&[0.0; 2], 5..11, &mut Vec::new(), &mut Vec::new());
+        assert!(matches!(err, Err(PredictorError::Range { end: 11, .. })));
+        let err = p.predict_range(&[0.0; 3], 0..1, &mut Vec::new(), &mut Vec::new());
+        assert!(matches!(err, Err(PredictorError::Shape { .. })));
     }
 
     #[test]

@@ -76,12 +76,7 @@ pub fn matvec_q(w: &QMatrix, x: &QuantizedVec, y: &mut [f32]) {
 
 /// y[i] = W.row(rows[i]) · x, for the sparse FFN (only predicted-active neurons).
 pub fn gather_matvec(w: &QMatrix, rows: &[u32], x: &QuantizedVec, y: &mut [f32]) {
-    assert_eq!(y.len(), rows.len(), "gather_matvec output length");
-    check_pair(w.ty, w.row_bytes(), x);
-    assert!(
-        rows.iter().all(|&r| (r as usize) < w.rows),
-        "gather_matvec row index out of range"
-    );
+    check_gather(w, rows, x, y);
     let k = kernel(w);
     if serial(w, rows.len()) {
         gather_rows(w, k, rows, x, y);
@@ -92,6 +87,22 @@ pub fn gather_matvec(w: &QMatrix, rows: &[u32], x: &QuantizedVec, y: &mut [f32])
         let rows = &rows[i * chunk..i * chunk + y.len()];
         gather_rows(w, k, rows, x, y)
     });
+}
+
+/// [`gather_matvec`] on the calling thread alone, for callers that already give each thread
+/// its own share of the rows (the sparse FFN's one parallel section per layer).
+pub fn gather_matvec_serial(w: &QMatrix, rows: &[u32], x: &QuantizedVec, y: &mut [f32]) {
+    check_gather(w, rows, x, y);
+    gather_rows(w, kernel(w), rows, x, y);
+}
+
+fn check_gather(w: &QMatrix, rows: &[u32], x: &QuantizedVec, y: &[f32]) {
+    assert_eq!(y.len(), rows.len(), "gather_matvec output length");
+    check_pair(w.ty, w.row_bytes(), x);
+    assert!(
+        rows.iter().all(|&r| (r as usize) < w.rows),
+        "gather_matvec row index out of range"
+    );
 }
 
 /// How many rows ahead `gather_rows` prefetches.

@@ -28,6 +28,6 @@ pub use ggml_type::{GgmlType, QK_K};
 pub use levels::{level_group, row_levels};
 pub use matrix::QMatrix;
 pub(crate) use matvec::prefetch;
-pub use matvec::{gather_matvec, matmul, matvec, matvec_q};
+pub use matvec::{gather_matvec, gather_matvec_serial, matmul, matvec, matvec_q};
 pub use quantize::quantize_row;
 pub use qvec::{activation_type, round_activations, QuantizedVec};
