@@ -41,9 +41,8 @@ pub struct SparseScratch {
     tasks: Vec<TaskScratch>,
     hidden: Vec<f32>,
     keep: Vec<u32>,
-    vals: Vec<f32>,
+    /// The kept neurons' (rounded) activations at their indices; other entries are stale.
     act: Vec<f32>,
-    rounded: Vec<f32>,
     tmp: Vec<f32>,
     sums: Vec<f32>,
     qx: Option<QuantizedVec>,
@@ -137,6 +136,9 @@ struct TaskInput<'a> {
     q_gate: Option<&'a QuantizedVec>,
     q_up: Option<&'a QuantizedVec>,
     hidden: &'a [f32],
+    /// The block length of the activation format the dense down kernel rounds to, when it
+    /// has one (`None` for f32 activations).
+    round_block: Option<usize>,
 }
 
 /// One task's buffers and results, reused from token to token.
@@ -148,6 +150,12 @@ struct TaskScratch {
     logits: Vec<f32>,
     keep: Vec<u32>,
     vals: Vec<f32>,
+    /// The task's activations (zero but for the kept neurons), their rounded values, the
+    /// kept neurons' offsets in the task and the Q8_1 block sums, for the rounding.
+    act: Vec<f32>,
+    rounded: Vec<f32>,
+    offsets: Vec<u32>,
+    sums: Vec<f32>,
     predicted: u64,
     bytes: u64,
 }
@@ -242,7 +250,7 @@ impl SparseLayer {
         t.cand.clear();
         match cands {
             Candidates::Predicted(p) => p
-                .predict_range(input.hidden, range, &mut t.logits, &mut t.cand)
+                .predict_range(input.hidden, range.clone(), &mut t.logits, &mut t.cand)
                 .expect("predictor shape checked at load"),
             Candidates::All => t.cand.extend(range.start as u32..range.end as u32),
             Candidates::Listed(list) => {
@@ -296,6 +304,29 @@ impl SparseLayer {
                 t.vals.push(a);
             }
         }
+        // 4. Round the activations as the dense kernel would for this down type, so that the
+        //    sparse sum equals the dense one up to summation order. The task's range is whole
+        //    activation blocks (256 is a multiple of every block length), and only the blocks
+        //    that hold a kept neuron matter: the others are all zero.
+        if let Some(bl) = input.round_block {
+            let lo = range.start;
+            t.act.clear();
+            t.act.resize(range.len(), 0.0);
+            t.offsets.clear();
+            for (&j, &a) in t.keep.iter().zip(&t.vals) {
+                t.offsets.push(j - lo as u32);
+                t.act[j as usize - lo] = a;
+            }
+            t.rounded.resize(range.len(), 0.0);
+            let q1 = quant::activation_type(self.down.ty) == Some(quant::GgmlType::Q8_1);
+            t.sums.clear();
+            t.sums.resize(if q1 { range.len() / bl } else { 0 }, 0.0);
+            let sums = q1.then_some(&mut t.sums[..]);
+            quant::round_activations(self.down.ty, &t.act, &t.offsets, &mut t.rounded, sums);
+            for (v, &o) in t.vals.iter_mut().zip(&t.offsets) {
+                *v = t.rounded[o as usize];
+            }
+        }
     }
 
     /// Steps 2 to 5 of the sparse FFN over the candidates: steps 2 and 3 in one parallel
@@ -331,52 +362,44 @@ impl SparseLayer {
             },
             q_up: if f32_act { None } else { s.qx_up.as_ref() },
             hidden: &s.hidden,
+            round_block: quant::activation_type(self.down.ty)
+                .filter(|&t| !f32_act && t != quant::GgmlType::F32)
+                .map(|t| t.block_len()),
         };
+        if let Some(bl) = input.round_block {
+            debug_assert!(NEURONS_PER_TASK.is_multiple_of(bl) && n_ff.is_multiple_of(bl));
+        }
         crate::parallel::for_chunks_mut(&mut s.tasks[..n_tasks], 1, |i, t| {
             let lo = i * NEURONS_PER_TASK;
             let hi = (lo + NEURONS_PER_TASK).min(n_ff);
             self.task(kind, w, &input, cands, lo..hi, &mut t[0]);
         });
+        // The kept neurons in ascending order, and their (rounded) activations where the
+        // down accumulation reads them: it reads `a[j]` only for kept `j`, and the Q8_1 block
+        // sums only for blocks holding one, so neither needs clearing.
         s.keep.clear();
-        s.vals.clear();
-        for t in &s.tasks[..n_tasks] {
+        s.act.resize(n_ff, 0.0);
+        let q1 = input.round_block.is_some()
+            && quant::activation_type(self.down.ty) == Some(quant::GgmlType::Q8_1);
+        if q1 {
+            s.sums.resize(n_ff / input.round_block.unwrap_or(1), 0.0);
+        }
+        for (i, t) in s.tasks[..n_tasks].iter().enumerate() {
             s.keep.extend_from_slice(&t.keep);
-            s.vals.extend_from_slice(&t.vals);
+            for (&j, &v) in t.keep.iter().zip(&t.vals) {
+                s.act[j as usize] = v;
+            }
+            if q1 {
+                let b0 = i * NEURONS_PER_TASK / input.round_block.unwrap_or(1);
+                s.sums[b0..b0 + t.sums.len()].copy_from_slice(&t.sums);
+            }
             s.counters.predicted += t.predicted;
             s.counters.bytes += t.bytes;
         }
         s.counters.computed += s.keep.len() as u64;
-        // 4. Round the activations as the dense kernel would for this down type, so that the
-        //    sparse sum equals the dense one up to summation order. Only the quantisation blocks
-        //    that hold a kept neuron matter: the others are all zero.
-        s.act.clear();
-        s.act.resize(n_ff, 0.0);
-        for (&j, &a) in s.keep.iter().zip(&s.vals) {
-            s.act[j as usize] = a;
-        }
-        let act_ty = quant::activation_type(self.down.ty).unwrap_or(quant::GgmlType::F32);
-        let mut sums = None;
-        let a: &[f32] = if f32_act || act_ty == quant::GgmlType::F32 {
-            &s.act
-        } else {
-            let nb = n_ff / act_ty.block_len();
-            s.rounded.resize(n_ff, 0.0);
-            let q1 = act_ty == quant::GgmlType::Q8_1;
-            if q1 {
-                // The block sums the dense Q4_1/Q5_1 kernels use for the offset term; zero for
-                // the blocks without a kept neuron (which the accumulation never reads).
-                s.sums.clear();
-                s.sums.resize(nb, 0.0);
-            }
-            let sums_out = q1.then_some(&mut s.sums[..]);
-            quant::round_activations(self.down.ty, &s.act, &s.keep, &mut s.rounded, sums_out);
-            if q1 {
-                sums = Some(&s.sums[..]);
-            }
-            &s.rounded
-        };
+        let sums = q1.then_some(&s.sums[..]);
         // 5. Down columns of the kept neurons.
-        self.down.accumulate(&s.keep, a, sums, out, &mut s.tmp);
+        self.down.accumulate(&s.keep, &s.act, sums, out, &mut s.tmp);
         s.counters.bytes += self.down.bytes_read(&s.keep) as u64;
     }
 }
