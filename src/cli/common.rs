@@ -49,6 +49,11 @@ pub struct ModelArgs {
     /// the others read by the CPU
     #[arg(long, value_name = "N", conflicts_with_all = ["sparse", "oracle", "vram_budget"])]
     pub gpu_layers: Option<usize>,
+    /// Read the model into memory instead of mapping the file (as llama.cpp's --no-mmap):
+    /// slower to load and not shared between processes, but on Linux the weights sit in
+    /// transparent huge pages, which makes decoding faster
+    #[arg(long)]
+    pub no_mmap: bool,
     /// After the run, print the hybrid FFN's time per phase (predict, mask copy, hot, cold,
     /// upload + merge) and how much of the hot part the cold part hid; the GPU waits after
     /// each phase to time it
@@ -251,8 +256,18 @@ impl ModelArgs {
         want: SidecarUse,
     ) -> anyhow::Result<(Engine<B>, Option<PathBuf>)> {
         let t = std::time::Instant::now();
-        let mut engine = Engine::load(path, backend, self.activation.as_deref())
-            .with_context(|| format!("loading {}", path.display()))?;
+        let file = if self.no_mmap {
+            powerinfer::gguf::GgufFile::read(path)
+        } else {
+            powerinfer::gguf::GgufFile::open(path)
+        }
+        .with_context(|| format!("loading {}", path.display()))?;
+        let mut engine = Engine::from_file(
+            std::sync::Arc::new(file),
+            backend,
+            self.activation.as_deref(),
+        )
+        .with_context(|| format!("loading {}", path.display()))?;
         let sc_path = self.sidecar_path(path);
         let attached = if self.attaches(path, want) {
             let sc = powerinfer::sparse::Sidecar::read(&sc_path)?;

@@ -20,7 +20,15 @@ impl<B: Backend> Engine<B> {
     /// Load model, tokenizer and chat template from one GGUF file. `activation` overrides
     /// the FFN activation recorded in the file.
     pub fn load(path: &Path, backend: B, activation: Option<&str>) -> Result<Self, GenerateError> {
-        let file = Arc::new(GgufFile::open(path)?);
+        Self::from_file(Arc::new(GgufFile::open(path)?), backend, activation)
+    }
+
+    /// [`Engine::load`] from a file already opened (mapped, or read with [`GgufFile::read`]).
+    pub fn from_file(
+        file: Arc<GgufFile>,
+        backend: B,
+        activation: Option<&str>,
+    ) -> Result<Self, GenerateError> {
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let piece = |id: Option<u32>| {
             id.map(|i| String::from_utf8_lossy(&tokenizer.token_bytes(i)).into_owned())
