@@ -439,4 +439,7 @@ fn run_speculative_prints_the_plain_greedy_text() {
         assert_eq!(text, plain, "{extra:?}");
         assert!(stats.contains("tokens per verify"), "{extra:?}: {stats}");
     }
+    // The model read into memory (--no-mmap) decodes exactly as the mapped one, dense and sparse.
+    assert_eq!(run(&["--no-mmap"]).0, plain);
+    assert_eq!(run(&["--no-mmap", "--sparse"]).0, run(&["--sparse"]).0);
 }

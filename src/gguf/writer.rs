@@ -570,6 +570,31 @@ mod tests {
     }
 
     #[test]
+    fn read_into_memory_equals_the_map() {
+        let dir = std::env::temp_dir().join(format!("pi-gguf-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.gguf");
+        small()
+            .write_file(&path, |tw| -> Result<()> {
+                tw.write_tensor_data("a", &(0..68).collect::<Vec<u8>>())?;
+                tw.write_tensor_data("b", &[9; 12])
+            })
+            .unwrap();
+        let (mapped, read) = (
+            GgufFile::open(&path).unwrap(),
+            GgufFile::read(&path).unwrap(),
+        );
+        assert_eq!(read.bytes(), mapped.bytes());
+        assert_eq!(read.tensor("a").unwrap().data[..3], [0, 1, 2]);
+        assert_eq!(read.tensor("b").unwrap().data, &[9; 12][..]);
+        // Tensor data keeps the file's alignment in memory (the kernels rely on it).
+        assert_eq!(read.bytes().as_ptr() as usize % 4096, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let err = GgufFile::read(dir.join("m.gguf")).unwrap_err().to_string();
+        assert!(err.contains("m.gguf"), "{err}");
+    }
+
+    #[test]
     fn concurrent_writers_of_one_path_do_not_collide() {
         let dir = std::env::temp_dir().join(format!("pi-gguf-race-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
