@@ -179,11 +179,16 @@ impl Predictor {
         logits.resize(range.len(), 0.0);
         let r = self.rank;
         matvec_f16(&self.w2[range.start * r..range.end * r], r, hidden, logits);
+        // Branch-free selection: whether a neuron fires is close to a coin toss for the
+        // branch predictor, and this loop runs once per neuron per token.
+        let n0 = active.len();
+        active.resize(n0 + range.len(), 0);
+        let mut k = n0;
         for (i, (z, b)) in logits.iter().zip(&self.b2[range.clone()]).enumerate() {
-            if z + b > 0.0 {
-                active.push((range.start + i) as u32);
-            }
+            active[k] = (range.start + i) as u32;
+            k += usize::from(z + b > 0.0);
         }
+        active.truncate(k);
         Ok(())
     }
 
