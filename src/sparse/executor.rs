@@ -177,6 +177,12 @@ fn gather(w: &QMatrix, idx: &[u32], x: &[f32], q: Option<&QuantizedVec>, out: &m
     }
 }
 
+/// The bytes of f16 values (for prefetching).
+fn f16_bytes(v: &[half::f16]) -> &[u8] {
+    // SAFETY: f16 is two initialised bytes with no padding.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+}
+
 /// `slot` set to `x` quantised for `ty`, allocated on first use.
 fn quantise_into(slot: &mut Option<QuantizedVec>, ty: quant::GgmlType, x: &[f32]) {
     match slot {
@@ -249,9 +255,14 @@ impl SparseLayer {
         let th = self.threshold;
         t.cand.clear();
         match cands {
-            Candidates::Predicted(p) => p
-                .predict_range(input.hidden, range.clone(), &mut t.logits, &mut t.cand)
-                .expect("predictor shape checked at load"),
+            Candidates::Predicted(p) => {
+                // The task's 8 KiB of output weights, requested at once rather than left to
+                // the hardware prefetcher, which needs a few lines of each short run to start.
+                let w2 = &p.w2()[range.start * p.rank()..range.end * p.rank()];
+                quant::prefetch(f16_bytes(w2));
+                p.predict_range(input.hidden, range.clone(), &mut t.logits, &mut t.cand)
+                    .expect("predictor shape checked at load")
+            }
             Candidates::All => t.cand.extend(range.start as u32..range.end as u32),
             Candidates::Listed(list) => {
                 let a = list.partition_point(|&j| (j as usize) < range.start);
