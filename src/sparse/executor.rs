@@ -148,6 +148,7 @@ struct TaskScratch {
     g: Vec<f32>,
     u: Vec<f32>,
     logits: Vec<f32>,
+    row: Vec<f32>,
     keep: Vec<u32>,
     vals: Vec<f32>,
     /// The task's activations (zero but for the kept neurons), their rounded values, the
@@ -162,15 +163,23 @@ struct TaskScratch {
 
 /// Gather rows `idx` of `w` against the input: through the quantised kernels when `q` holds
 /// the input quantised for `w`, in f32 otherwise. Runs on the calling thread.
-fn gather(w: &QMatrix, idx: &[u32], x: &[f32], q: Option<&QuantizedVec>, out: &mut Vec<f32>) {
+/// `row` is scratch for the f32 path.
+fn gather(
+    w: &QMatrix,
+    idx: &[u32],
+    x: &[f32],
+    q: Option<&QuantizedVec>,
+    out: &mut Vec<f32>,
+    row: &mut Vec<f32>,
+) {
     out.clear();
     out.resize(idx.len(), 0.0);
     match q {
         Some(qx) => quant::gather_matvec_serial(w, idx, qx, out),
         None => {
-            let mut row = vec![0f32; w.cols];
+            row.resize(w.cols, 0.0);
             for (o, &r) in out.iter_mut().zip(idx) {
-                quant::dequantize_row(w.ty, w.row(r as usize), &mut row).expect("checked at load");
+                quant::dequantize_row(w.ty, w.row(r as usize), row).expect("checked at load");
                 *o = row.iter().zip(x).map(|(a, b)| a * b).sum();
             }
         }
@@ -274,7 +283,7 @@ impl SparseLayer {
         t.bytes = 0;
         let x = input.x;
         if let Some(gate) = &w.gate {
-            gather(gate, &t.cand, x, input.q_gate, &mut t.g);
+            gather(gate, &t.cand, x, input.q_gate, &mut t.g, &mut t.row);
             t.bytes += gate.row_bytes() as u64 * t.cand.len() as u64;
             // A ReLU gate at or below zero makes the activation exactly zero whatever up is:
             // such neurons need no up row (in oracle mode that is ~90% of up's bytes).
@@ -297,7 +306,7 @@ impl SparseLayer {
                 t.g.truncate(k);
             }
         }
-        gather(&w.up, &t.cand, x, input.q_up, &mut t.u);
+        gather(&w.up, &t.cand, x, input.q_up, &mut t.u, &mut t.row);
         t.bytes += w.up.row_bytes() as u64 * t.cand.len() as u64;
         // The activation and the product/relu rule: keep non-zero entries above threshold.
         t.keep.clear();
