@@ -154,22 +154,25 @@ fn gather_rows4(_: &QMatrix, _: &[u32], _: &QuantizedVec, _: &mut [f32]) -> usiz
     0
 }
 
-/// Ask for every cache line of `bytes` to be brought into L2 (a hint: no effect on results).
+/// Ask for every cache line of `v` to be brought into L2 (a hint: no effect on results).
 /// L2, not L1: a gather has far more lines in flight than L1 can track, and on this
 /// hardware L1-targeted prefetches of scattered rows gained little while L2 ones doubled
 /// the gather's throughput (`benches/sparse_ffn.rs`).
 #[inline(always)]
-pub(crate) fn prefetch(bytes: &[u8]) {
+pub(crate) fn prefetch<T>(v: &[T]) {
     #[cfg(target_arch = "x86_64")]
-    for off in (0..bytes.len()).step_by(64) {
-        // SAFETY: prefetch never faults, and the address is inside `bytes`.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-            _mm_prefetch::<_MM_HINT_T1>(bytes.as_ptr().add(off) as *const i8)
-        };
+    {
+        let p = v.as_ptr() as *const i8;
+        for off in (0..std::mem::size_of_val(v)).step_by(64) {
+            // SAFETY: prefetch never faults, and the address is inside `v`.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+                _mm_prefetch::<_MM_HINT_T1>(p.add(off))
+            };
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
+    let _ = v;
 }
 
 /// Prefill product: `xs` holds n = xs.len() / cols inputs (row-major n × cols), `ys` receives

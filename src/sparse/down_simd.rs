@@ -106,14 +106,15 @@ unsafe fn accumulate_avx2(
         // hardware prefetcher does not guess these short runs scattered over the matrix.
         if i < active.len() {
             let g2 = active[i] as usize / m.group;
-            let lines = |p: *const u8, bytes: usize| prefetch(std::slice::from_raw_parts(p, bytes));
-            lines(m.scale.as_ptr().add(g2 * d + r0) as *const u8, 2 * n);
+            let rows = g2 * d + r0..g2 * d + r0 + n;
+            prefetch(&m.scale[rows.clone()]);
             if let Some(off) = m.offset {
-                lines(off.as_ptr().add(g2 * d + r0) as *const u8, 2 * n);
+                prefetch(&off[rows]);
             }
             let mut k = i;
             while k < active.len() && active[k] as usize / m.group == g2 {
-                lines(q.add((active[k] as usize * d + r0) / 2), n / 2);
+                let start = (active[k] as usize * d + r0) / 2;
+                prefetch(&m.q[start..start + n / 2]);
                 k += 1;
             }
         }
@@ -203,7 +204,8 @@ unsafe fn accumulate_f16_avx2(
     let o = out.as_mut_ptr();
     for (i, &j) in active.iter().enumerate() {
         if let Some(&next) = active.get(i + 1) {
-            prefetch(std::slice::from_raw_parts(col(next) as *const u8, 2 * n));
+            let start = next as usize * d + r0;
+            prefetch(&w[start..start + n]);
         }
         let c = col(j) as *const __m128i;
         let av = _mm256_set1_ps(a[j as usize]);
