@@ -136,9 +136,17 @@ struct TaskInput<'a> {
     q_gate: Option<&'a QuantizedVec>,
     q_up: Option<&'a QuantizedVec>,
     hidden: &'a [f32],
-    /// The block length of the activation format the dense down kernel rounds to, when it
-    /// has one (`None` for f32 activations).
-    round_block: Option<usize>,
+    /// How the dense down kernel rounds the activations (`None` for f32 activations).
+    rounding: Option<Rounding>,
+}
+
+/// The integer activation format of the down kernel, as the rounding needs it.
+#[derive(Clone, Copy)]
+struct Rounding {
+    /// Values per block.
+    block: usize,
+    /// Whether the format carries block sums (Q8_1), which the offset term uses.
+    sums: bool,
 }
 
 /// One task's buffers and results, reused from token to token.
@@ -184,12 +192,6 @@ fn gather(
             }
         }
     }
-}
-
-/// The bytes of f16 values (for prefetching).
-fn f16_bytes(v: &[half::f16]) -> &[u8] {
-    // SAFETY: f16 is two initialised bytes with no padding.
-    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
 }
 
 /// `slot` set to `x` quantised for `ty`, allocated on first use.
@@ -249,9 +251,10 @@ impl SparseLayer {
         self.forward_candidates(kind, w, x, cands, f32_act, s, out);
     }
 
-    /// Steps 2 to 3 of the sparse FFN for the neurons in `range`, on the calling thread: the
+    /// Steps 1 to 4 of the sparse FFN for the neurons in `range`, on the calling thread: the
     /// candidates, their gate rows (the gate rule filters before up is touched), their up
-    /// rows, and the activation and rule. Leaves the kept neurons and values in `t`.
+    /// rows, the activation and rule, and the rounding. Leaves the kept neurons and their
+    /// (rounded) values in `t`.
     fn task(
         &self,
         kind: FfnKind,
@@ -268,7 +271,7 @@ impl SparseLayer {
                 // The task's 8 KiB of output weights, requested at once rather than left to
                 // the hardware prefetcher, which needs a few lines of each short run to start.
                 let w2 = &p.w2()[range.start * p.rank()..range.end * p.rank()];
-                quant::prefetch(f16_bytes(w2));
+                quant::prefetch(w2);
                 p.predict_range(input.hidden, range.clone(), &mut t.logits, &mut t.cand)
                     .expect("predictor shape checked at load")
             }
@@ -328,7 +331,7 @@ impl SparseLayer {
         //    sparse sum equals the dense one up to summation order. The task's range is whole
         //    activation blocks (256 is a multiple of every block length), and only the blocks
         //    that hold a kept neuron matter: the others are all zero.
-        if let Some(bl) = input.round_block {
+        if let Some(r) = input.rounding {
             let lo = range.start;
             t.act.clear();
             t.act.resize(range.len(), 0.0);
@@ -338,10 +341,10 @@ impl SparseLayer {
                 t.act[j as usize - lo] = a;
             }
             t.rounded.resize(range.len(), 0.0);
-            let q1 = quant::activation_type(self.down.ty) == Some(quant::GgmlType::Q8_1);
             t.sums.clear();
-            t.sums.resize(if q1 { range.len() / bl } else { 0 }, 0.0);
-            let sums = q1.then_some(&mut t.sums[..]);
+            t.sums
+                .resize(if r.sums { range.len() / r.block } else { 0 }, 0.0);
+            let sums = r.sums.then_some(&mut t.sums[..]);
             quant::round_activations(self.down.ty, &t.act, &t.offsets, &mut t.rounded, sums);
             for (v, &o) in t.vals.iter_mut().zip(&t.offsets) {
                 *v = t.rounded[o as usize];
@@ -349,8 +352,8 @@ impl SparseLayer {
         }
     }
 
-    /// Steps 2 to 5 of the sparse FFN over the candidates: steps 2 and 3 in one parallel
-    /// section of [`NEURONS_PER_TASK`]-neuron tasks, then the rounding and the down columns.
+    /// The sparse FFN over the candidates: steps 1 to 4 in one parallel section of
+    /// [`NEURONS_PER_TASK`]-neuron tasks, then step 5, the down columns of the kept neurons.
     #[allow(clippy::too_many_arguments)]
     fn forward_candidates(
         &self,
@@ -382,12 +385,15 @@ impl SparseLayer {
             },
             q_up: if f32_act { None } else { s.qx_up.as_ref() },
             hidden: &s.hidden,
-            round_block: quant::activation_type(self.down.ty)
+            rounding: quant::activation_type(self.down.ty)
                 .filter(|&t| !f32_act && t != quant::GgmlType::F32)
-                .map(|t| t.block_len()),
+                .map(|t| Rounding {
+                    block: t.block_len(),
+                    sums: t == quant::GgmlType::Q8_1,
+                }),
         };
-        if let Some(bl) = input.round_block {
-            debug_assert!(NEURONS_PER_TASK.is_multiple_of(bl) && n_ff.is_multiple_of(bl));
+        if let Some(r) = input.rounding {
+            debug_assert!(NEURONS_PER_TASK.is_multiple_of(r.block) && n_ff.is_multiple_of(r.block));
         }
         crate::parallel::for_chunks_mut(&mut s.tasks[..n_tasks], 1, |i, t| {
             let lo = i * NEURONS_PER_TASK;
@@ -399,25 +405,25 @@ impl SparseLayer {
         // sums only for blocks holding one, so neither needs clearing.
         s.keep.clear();
         s.act.resize(n_ff, 0.0);
-        let q1 = input.round_block.is_some()
-            && quant::activation_type(self.down.ty) == Some(quant::GgmlType::Q8_1);
-        if q1 {
-            s.sums.resize(n_ff / input.round_block.unwrap_or(1), 0.0);
+        // The Q8_1 block length, when the down kernel takes block sums.
+        let sum_block = input.rounding.filter(|r| r.sums).map(|r| r.block);
+        if let Some(bl) = sum_block {
+            s.sums.resize(n_ff / bl, 0.0);
         }
         for (i, t) in s.tasks[..n_tasks].iter().enumerate() {
             s.keep.extend_from_slice(&t.keep);
             for (&j, &v) in t.keep.iter().zip(&t.vals) {
                 s.act[j as usize] = v;
             }
-            if q1 {
-                let b0 = i * NEURONS_PER_TASK / input.round_block.unwrap_or(1);
+            if let Some(bl) = sum_block {
+                let b0 = i * NEURONS_PER_TASK / bl;
                 s.sums[b0..b0 + t.sums.len()].copy_from_slice(&t.sums);
             }
             s.counters.predicted += t.predicted;
             s.counters.bytes += t.bytes;
         }
         s.counters.computed += s.keep.len() as u64;
-        let sums = q1.then_some(&s.sums[..]);
+        let sums = sum_block.map(|_| &s.sums[..]);
         // 5. Down columns of the kept neurons.
         self.down.accumulate(&s.keep, &s.act, sums, out, &mut s.tmp);
         s.counters.bytes += self.down.bytes_read(&s.keep) as u64;
