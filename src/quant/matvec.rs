@@ -298,10 +298,20 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
     // and the group's inputs in L1, where row by row all n inputs would stream from L3 for
     // every row (64 f32 inputs of 8192 are 2 MiB).
     let tile = TILE_BYTES.div_ceil(rb).max(1);
-    let body = |t: &mut [f32], data: &[u8]| {
-        for (t, data) in t.chunks_mut(tile * n).zip(data.chunks(tile * rb)) {
-            for &(s, len) in &groups {
-                for (t, row) in t.chunks_exact_mut(n).zip(data.chunks_exact(rb)) {
+    // The first group's pass over a tile reads it from memory, and asks for the bytes
+    // `STREAM_PREFETCH_BYTES` ahead as `matvec_q` does (running on into the next tile).
+    let body = |t: &mut [f32], all: &[u8]| {
+        for (ti, (t, data)) in t
+            .chunks_mut(tile * n)
+            .zip(all.chunks(tile * rb))
+            .enumerate()
+        {
+            for (gi, &(s, len)) in groups.iter().enumerate() {
+                for (r, (t, row)) in t.chunks_exact_mut(n).zip(data.chunks_exact(rb)).enumerate() {
+                    if gi == 0 {
+                        let ahead = ((ti * tile + r) * rb + STREAM_PREFETCH_BYTES).min(all.len());
+                        prefetch(&all[ahead..(ahead + rb).min(all.len())]);
+                    }
                     run(row, s, len, &mut t[s..s + len]);
                 }
             }
