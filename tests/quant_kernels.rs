@@ -520,6 +520,41 @@ fn four_input_kernels_bit_identical_to_single_kernels() {
     assert_eq!(float, X4_FLOAT_TYPES.len() * 30 * 3 * float_variants);
 }
 
+/// The two- and three-input float kernels (the rest of a batch after its fours) give each
+/// input the single-input kernel's bits.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn few_input_float_kernels_equal_the_single_kernel_bit_exactly() {
+    use powerinfer::quant::avx2;
+    if !avx2::available() {
+        return;
+    }
+    let mut rng = Rng::new(9);
+    for ty in X4_FLOAT_TYPES {
+        let kf = avx2::kernel_few_float(ty).expect("float types have one");
+        let k1 = avx2::kernel_with(ty, false).unwrap();
+        for n in [1, 7, 8, 13, 32, 40, 77, 8192 + 21] {
+            let row = random_row(&mut rng, ty, n);
+            for m in [2, 3] {
+                let xs: Vec<QuantizedVec> = (0..m)
+                    .map(|_| QuantizedVec::new(ty, &outlier_vec(&mut rng, n)))
+                    .collect();
+                let xf: Vec<&[f32]> = xs.iter().map(|x| x.floats()).collect();
+                let mut out = vec![f32::NAN; m];
+                kf(&row, &xf, &mut out);
+                for (i, (x, got)) in xs.iter().zip(&out).enumerate() {
+                    let want = k1.dot(&row, x);
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{ty} n={n} {m} inputs, input {i}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn simd_activation_quantizers_equal_scalar_bytes() {

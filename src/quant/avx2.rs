@@ -158,6 +158,50 @@ fn dot4_float<const HALF: bool, const WIDE: bool>(w: &[u8], x: [&[f32]; 4], out:
     }
 }
 
+/// A kernel for two or three f32 inputs against float weights (F16, F32): what is left of a
+/// batch after its groups of four, which one input at a time would each read the weights
+/// and (for F16) convert them again. Per input, the operations of `dot_f16` / `dot_f32` in
+/// the same order, like [`Dot4F`]. `x.len()` must equal `out.len()`, 2 or 3.
+pub type DotFewF = fn(&[u8], &[&[f32]], &mut [f32]);
+
+/// The two-or-three-input float kernel for `ty` (F16, F32), if supported here.
+pub fn kernel_few_float(ty: GgmlType) -> Option<DotFewF> {
+    if !available() {
+        return None;
+    }
+    match ty {
+        GgmlType::F16 => Some(few_float::<true>),
+        GgmlType::F32 => Some(few_float::<false>),
+        _ => None,
+    }
+}
+
+fn few_float<const HALF: bool>(w: &[u8], x: &[&[f32]], out: &mut [f32]) {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn run<const HALF: bool, const N: usize>(
+        w: *const u8,
+        x: &[&[f32]],
+        n: usize,
+        out: &mut [f32],
+    ) {
+        float_xn::<HALF, N>(w, std::array::from_fn(|i| x[i].as_ptr()), n, out)
+    }
+    let n = w.len() / if HALF { 2 } else { 4 };
+    assert_eq!(x.len(), out.len(), "one output per input");
+    for x in x {
+        assert!(x.len() >= n, "activation row shorter than weight row");
+    }
+    // SAFETY: handed out by `kernel_few_float` only when the features are present; lengths
+    // checked.
+    unsafe {
+        match x.len() {
+            2 => run::<HALF, 2>(w.as_ptr(), x, n, out),
+            3 => run::<HALF, 3>(w.as_ptr(), x, n, out),
+            k => panic!("kernel_few_float takes two or three inputs, not {k}"),
+        }
+    }
+}
+
 /// `N` f32 rows against one F16 (`HALF`) or F32 weight row of `n` values. Per input, the
 /// float operations of `f16_f32` / `f32_f32` in the same order: four accumulators over steps
 /// of 32, the rest by 8 into the first, the same pairwise combination and `hsum`, then the

@@ -238,6 +238,11 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
     let k8s = super::avx2::kernel8_scaled(w.ty);
     #[cfg(not(target_arch = "x86_64"))]
     let k8s: Option<fn(&[u8], [&[u8]; 8], [&[f32]; 8], &mut [f32; 8])> = None;
+    // Float weights: a rest of two or three inputs goes through one kernel, not one by one.
+    #[cfg(target_arch = "x86_64")]
+    let kff = super::avx2::kernel_few_float(w.ty);
+    #[cfg(not(target_arch = "x86_64"))]
+    let kff: Option<fn(&[u8], &[&[f32]], &mut [f32])> = None;
     let mut nbx = 0;
     #[cfg(target_arch = "x86_64")]
     if k4s.is_some() {
@@ -261,6 +266,10 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
             groups.push((s, 4));
             s += 4;
         }
+    }
+    if kff.is_some() && (2..=3).contains(&(n - s)) {
+        groups.push((s, n - s));
+        s = n;
     }
     groups.extend((s..n).map(|s| (s, 1)));
     // One weight row against the inputs `s..s + len`, into `t` (their `len` outputs).
@@ -290,6 +299,11 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
                 std::array::from_fn(|j| x[j].floats()),
                 t.try_into().expect("four outputs"),
             ),
+            (2 | 3, ..) if kff.is_some() => {
+                let xf: [&[f32]; 3] =
+                    std::array::from_fn(|j| x.get(j).map_or(&[][..], |q| q.floats()));
+                kff.expect("checked")(row, &xf[..len], t)
+            }
             _ => t[0] = k.dot(row, &x[0]),
         }
     };
