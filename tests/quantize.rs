@@ -193,6 +193,13 @@ fn synthetic_f16_to_every_type() {
         quantize(&input, &out, ty);
         let f = GgufFile::open(&out).unwrap();
         check_file(&src, &f, ty, std::fs::metadata(&out).unwrap().len());
+        // The in-memory copy (the draft of `--draft-type`) is the written file, byte for byte.
+        let plan = q::plan_uniform(&src, ty).unwrap();
+        let copy = q::requantize_in_memory(&src, &plan).unwrap();
+        assert!(
+            copy.bytes() == f.bytes(),
+            "{ty}: in-memory copy differs from the file"
+        );
         // No fallback: every matrix is of the asked type.
         assert!(f
             .tensors

@@ -389,8 +389,8 @@ fn sampled_speculation_is_reproducible_and_stays_within_the_filters() {
     }
 }
 
-/// `powerinfer run`: greedy text with `--speculative` (self-draft, and a separately loaded
-/// draft model) equals plain greedy text.
+/// `powerinfer run`: greedy text with `--speculative` (self-draft, a separately loaded draft
+/// model, and the model's requantised copy) equals plain greedy text.
 #[test]
 fn run_speculative_prints_the_plain_greedy_text() {
     let path = common::synthetic_model_with_sidecar("speculative-cli");
@@ -434,6 +434,8 @@ fn run_speculative_prints_the_plain_greedy_text() {
             "sparse",
         ],
         &["--speculative", "2", "--draft-model", m],
+        // The model's own copy requantised in memory.
+        &["--speculative", "4", "--draft-type", "q4_0"],
     ] {
         let (text, stats) = run(extra);
         assert_eq!(text, plain, "{extra:?}");

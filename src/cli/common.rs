@@ -1,11 +1,13 @@
 //! Arguments shared by the subcommands that run a model.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use powerinfer::backend::{Backend, CpuBackend};
 use powerinfer::generate::speculative::Drafter;
 use powerinfer::generate::{Engine, Generator, Sampler, SamplerConfig};
+use powerinfer::gguf::GgufFile;
 use powerinfer::model::Model;
 use powerinfer::sparse::FfnMode;
 
@@ -470,6 +472,16 @@ pub struct SpecArgs {
     /// Profile sidecar of --draft-model, for --draft sparse [default: next to it]
     #[arg(long, value_name = "FILE", requires = "draft_model")]
     pub draft_sidecar: Option<PathBuf>,
+    /// Draft with this model's own copy requantised to TYPE (q4_0, q4_1, q5_0, q8_0, ...) in
+    /// memory at load, as BigDL-LLM drafts for an FP16 model with its INT4 copy: worth it
+    /// where the model's own type is costly to read (f16, q8_0)
+    #[arg(
+        long,
+        value_name = "TYPE",
+        requires = "speculative",
+        conflicts_with = "draft_model"
+    )]
+    pub draft_type: Option<String>,
 }
 
 impl SpecArgs {
@@ -481,7 +493,7 @@ impl SpecArgs {
     }
 
     fn self_draft_mode(&self) -> Option<DraftMode> {
-        (self.speculative.is_some() && self.draft_model.is_none())
+        (self.speculative.is_some() && self.draft_model.is_none() && self.draft_type.is_none())
             .then(|| self.draft.unwrap_or(DraftMode::Sparse))
     }
 
@@ -498,9 +510,14 @@ impl SpecArgs {
              the sparse one, see --draft)"
         );
         anyhow::ensure!(
-            self.draft_model.is_some() || self.draft != Some(DraftMode::Dense),
-            "--draft dense without --draft-model would draft with the target itself"
+            self.draft_model.is_some()
+                || self.draft_type.is_some()
+                || self.draft != Some(DraftMode::Dense),
+            "--draft dense without --draft-model or --draft-type would draft with the target itself"
         );
+        if let Some(ty) = &self.draft_type {
+            return self.requantised_draft(target, ty).map(Some);
+        }
         let Some(path) = &self.draft_model else {
             return Ok(None);
         };
@@ -521,6 +538,38 @@ impl SpecArgs {
             engine.model.attach_sidecar(&sc)?;
         }
         Ok(Some(engine))
+    }
+
+    /// The target's copy requantised to `ty`, built in memory, as a dense draft.
+    fn requantised_draft(
+        &self,
+        target: &ModelArgs,
+        ty: &str,
+    ) -> anyhow::Result<Engine<CpuBackend>> {
+        anyhow::ensure!(
+            self.draft != Some(DraftMode::Sparse),
+            "--draft sparse needs a profile made for the draft's own weights: with --draft-type \
+             the copy exists only in memory, so quantize it to a file (`powerinfer quantize`), \
+             profile that, and pass it as --draft-model"
+        );
+        let ty = powerinfer::quantize::parse_type(ty)?;
+        let path = target.model_path()?;
+        let file = GgufFile::open(&path).with_context(|| format!("reading {}", path.display()))?;
+        let start = std::time::Instant::now();
+        let plan = powerinfer::quantize::plan_uniform(&file, ty)?;
+        let copy = powerinfer::quantize::requantize_in_memory(&file, &plan)
+            .with_context(|| format!("requantising {} to {ty} for the draft", path.display()))?;
+        tracing::info!(
+            "draft: {} requantised to {ty} in memory ({:.0} MB) in {:.1} s",
+            path.display(),
+            copy.bytes().len() as f64 / 1e6,
+            start.elapsed().as_secs_f64()
+        );
+        Ok(Engine::from_file(
+            Arc::new(copy),
+            CpuBackend::new(),
+            target.activation.as_deref(),
+        )?)
     }
 
     /// The model that drafts and its FFN mode.

@@ -7,7 +7,7 @@ mod plan;
 mod sensitivity;
 mod target;
 
-pub use convert::{check_distinct, requantize_rows, write, Summary};
+pub use convert::{check_distinct, requantize_in_memory, requantize_rows, write, Summary};
 pub use error::QuantizeError;
 pub use plan::{
     choose_kept, is_weight_matrix, plan_mixed, plan_uniform, weight_matrices, MatrixPlan, Plan,
