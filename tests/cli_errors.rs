@@ -130,6 +130,33 @@ fn speculative_flags_are_checked() {
         &run(&["--speculative", "2", "--draft-model", "/no/such/draft.gguf"]),
         "/no/such/draft.gguf",
     );
+    assert_clean_error(
+        &run(&["--speculative", "2", "--draft-type", "q9_9"]),
+        "unknown quantisation type",
+    );
+    assert_clean_error(
+        &run(&[
+            "--speculative",
+            "2",
+            "--draft-type",
+            "q4_0",
+            "--draft",
+            "sparse",
+        ]),
+        "--draft sparse needs a profile",
+    );
+    assert_clean_error(
+        &powerinfer(&[
+            "serve",
+            "-m",
+            m,
+            "--speculative",
+            "2",
+            "--draft-type",
+            "q4_0",
+        ]),
+        "--draft-type are for run",
+    );
     if let Some(smol) = common::model("smollm2") {
         let out = powerinfer(&[
             "run",

@@ -41,8 +41,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.parallel >= 1, "--parallel must be at least 1");
     let path = args.model.model_path()?;
     anyhow::ensure!(
-        args.spec.draft_model.is_none(),
-        "serve drafts with the served model itself (--draft sparse); --draft-model is for run and chat"
+        args.spec.draft_model.is_none() && args.spec.draft_type.is_none(),
+        "serve drafts with the served model's own sparse FFN (--draft sparse); --draft-model and \
+         --draft-type are for run, chat and bench"
     );
     // Speculative decoding runs on the CPU; otherwise the GPU when one is usable.
     let engine = if args.spec.speculative.is_some() {
