@@ -62,8 +62,7 @@ pub fn matvec_q(w: &QMatrix, x: &QuantizedVec, y: &mut [f32]) {
     // VM's Q4_0 matvec at 8 GB/s, stalled on the weight loads, a third of its read bandwidth.
     let rows = |y: &mut [f32], data: &[u8]| {
         for (i, (y, row)) in y.iter_mut().zip(data.chunks_exact(rb)).enumerate() {
-            let ahead = (i * rb + STREAM_PREFETCH_BYTES).min(data.len());
-            prefetch(&data[ahead..(ahead + rb).min(data.len())]);
+            prefetch_ahead(data, i * rb, rb);
             *y = k.dot(row, x);
         }
     };
@@ -112,6 +111,14 @@ fn check_gather(w: &QMatrix, rows: &[u32], x: &QuantizedVec, y: &[f32]) {
 /// (`cargo bench --bench matvec`, DRAM-resident weights) 1, 2 and 4 KiB all gave Q4_0 1.6-2.2x,
 /// Q5_0/Q6_K ~1.6x, Q4_1 1.3-1.6x, Q8_0 1.2-1.4x and F16 1.15x over no software prefetch.
 const STREAM_PREFETCH_BYTES: usize = 2048;
+
+/// Prefetch the `len` bytes of the stream `data` that lie [`STREAM_PREFETCH_BYTES`] past
+/// `at` (whatever of them is inside `data`), for a loop now reading `data` at `at`.
+#[inline(always)]
+fn prefetch_ahead(data: &[u8], at: usize, len: usize) {
+    let ahead = (at + STREAM_PREFETCH_BYTES).min(data.len());
+    prefetch(&data[ahead..(ahead + len).min(data.len())]);
+}
 
 /// How many rows ahead `gather_rows` prefetches.
 const PREFETCH_ROWS: usize = 4;
@@ -276,7 +283,7 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
     let run = |row: &[u8], s: usize, len: usize, t: &mut [f32]| {
         let x = &xq[s..s + len];
         let d = |j: usize| &xd_ref[(s + j) * nbx..(s + j + 1) * nbx];
-        match (len, k8s, k4s, k4, k4f) {
+        match (len, k8s, k4s, k4, k4f, kff) {
             (8, Some(k8s), ..) => k8s(
                 row,
                 std::array::from_fn(|j| x[j].bytes()),
@@ -289,20 +296,20 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
                 std::array::from_fn(d),
                 t.try_into().expect("four outputs"),
             ),
-            (4, _, _, Some(k4), _) => k4(
+            (4, _, _, Some(k4), ..) => k4(
                 row,
                 std::array::from_fn(|j| x[j].bytes()),
                 t.try_into().expect("four outputs"),
             ),
-            (4, _, _, _, Some(k4f)) => k4f(
+            (4, _, _, _, Some(k4f), _) => k4f(
                 row,
                 std::array::from_fn(|j| x[j].floats()),
                 t.try_into().expect("four outputs"),
             ),
-            (2 | 3, ..) if kff.is_some() => {
+            (2 | 3, .., Some(kff)) => {
                 let xf: [&[f32]; 3] =
                     std::array::from_fn(|j| x.get(j).map_or(&[][..], |q| q.floats()));
-                kff.expect("checked")(row, &xf[..len], t)
+                kff(row, &xf[..len], t)
             }
             _ => t[0] = k.dot(row, &x[0]),
         }
@@ -323,8 +330,7 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
             for (gi, &(s, len)) in groups.iter().enumerate() {
                 for (r, (t, row)) in t.chunks_exact_mut(n).zip(data.chunks_exact(rb)).enumerate() {
                     if gi == 0 {
-                        let ahead = ((ti * tile + r) * rb + STREAM_PREFETCH_BYTES).min(all.len());
-                        prefetch(&all[ahead..(ahead + rb).min(all.len())]);
+                        prefetch_ahead(all, (ti * tile + r) * rb, rb);
                     }
                     run(row, s, len, &mut t[s..s + len]);
                 }
