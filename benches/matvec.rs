@@ -50,6 +50,9 @@ const CASES: &[Case] = &[
     c(Q4_0, 4864, 896),
     c(Q4_0, 896, 4864),
     c(Q4_0, 151936, 896),
+    // A 1B-class attention (the synthetic benchmark model: q/o and k/v projections)
+    c(Q4_0, 2048, 2048),
+    c(Q4_0, 512, 2048),
     // A 1B-class FFN
     c(Q4_K, 2048, 8192),
     c(Q6_K, 2048, 8192),

@@ -56,12 +56,23 @@ pub fn matvec_q(w: &QMatrix, x: &QuantizedVec, y: &mut [f32]) {
     check_pair(w.ty, w.row_bytes(), x);
     let k = kernel(w);
     let rb = w.row_bytes();
-    // Contiguous rows go one at a time: the four-row kernel (made for the scattered rows of
-    // `gather_matvec`) measured slower here than the single-row kernels. Each row asks for the
-    // bytes [`STREAM_PREFETCH_BYTES`] further on: the hardware prefetcher alone kept a 2-core
-    // VM's Q4_0 matvec at 8 GB/s, stalled on the weight loads, a third of its read bandwidth.
+    // Where there is a four-row kernel for the format ([`contiguous_rows4`]), rows go four at
+    // a time through it, each group prefetching a later one as it goes; the others (and the
+    // last rows) one at a time, each asking for the bytes [`STREAM_PREFETCH_BYTES`] further
+    // on: the hardware prefetcher alone kept a 2-core VM's Q4_0 matvec at 8 GB/s, stalled on
+    // the weight loads, a third of its read bandwidth.
+    let k4 = contiguous_rows4(w);
     let rows = |y: &mut [f32], data: &[u8]| {
-        for (i, (y, row)) in y.iter_mut().zip(data.chunks_exact(rb)).enumerate() {
+        let done = match k4 {
+            Some(k4) => contiguous_groups4(k4, rb, x, y, data),
+            None => 0,
+        };
+        for (i, (y, row)) in y
+            .iter_mut()
+            .zip(data.chunks_exact(rb))
+            .enumerate()
+            .skip(done)
+        {
             prefetch_ahead(data, i * rb, rb);
             *y = k.dot(row, x);
         }
@@ -74,6 +85,47 @@ pub fn matvec_q(w: &QMatrix, x: &QuantizedVec, y: &mut [f32]) {
         let start = i * chunk * rb;
         rows(y, &w.data[start..start + y.len() * rb])
     });
+}
+
+/// A four-row kernel (`avx2_rows::DotRows4`): rows, input, outputs, the rows to prefetch.
+type Rows4 = fn([&[u8]; 4], &[u8], &mut [f32; 4], [&[u8]; 4]);
+
+/// The four-row kernel `matvec_q` runs contiguous rows through, for the formats where it
+/// measured faster there than the single-row kernel with its prefetch (`cargo bench --bench
+/// matvec`, weights from DRAM, 2 threads: Q4_0 and Q4_1 2048×8192 1.7-1.8×, the smaller
+/// shapes 1.05-1.3×; Q8_0 went either way, so it stays on the single-row path).
+#[cfg(target_arch = "x86_64")]
+fn contiguous_rows4(w: &QMatrix) -> Option<Rows4> {
+    match w.ty {
+        super::GgmlType::Q4_0 | super::GgmlType::Q4_1 => super::avx2_rows::kernel_rows4(w.ty),
+        _ => None,
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn contiguous_rows4(_: &QMatrix) -> Option<Rows4> {
+    None
+}
+
+/// The leading whole groups of four of the contiguous rows `data` through `k4`, each group
+/// prefetching the one about [`STREAM_PREFETCH_BYTES`] further on; returns how many rows
+/// it did.
+fn contiguous_groups4(k4: Rows4, rb: usize, x: &QuantizedVec, y: &mut [f32], data: &[u8]) -> usize {
+    let groups = (y.len() / 4).min(data.len() / (4 * rb));
+    if groups == 0 {
+        return 0;
+    }
+    let group = |g: usize| -> [&[u8]; 4] {
+        std::array::from_fn(|j| &data[(4 * g + j) * rb..(4 * g + j + 1) * rb])
+    };
+    let ahead = STREAM_PREFETCH_BYTES.div_ceil(4 * rb);
+    // The groups the first ones would have asked for.
+    prefetch(&data[(4 * rb).min(data.len())..((1 + ahead) * 4 * rb).min(data.len())]);
+    for (g, y) in y.chunks_exact_mut(4).take(groups).enumerate() {
+        let next = group((g + ahead).min(groups - 1));
+        k4(group(g), x.bytes(), y.try_into().unwrap(), next);
+    }
+    4 * groups
 }
 
 /// y[i] = W.row(rows[i]) · x, for the sparse FFN (only predicted-active neurons).
@@ -141,27 +193,25 @@ fn gather_rows(w: &QMatrix, k: DotKernel, rows: &[u32], x: &QuantizedVec, y: &mu
 }
 
 /// The leading whole groups of four rows through the four-row kernel, where this CPU has one
-/// for the weight type, with rows prefetched ahead as in `gather_rows`; returns how many rows
-/// it did.
+/// for the weight type, each group prefetching the rows of the next as it goes; returns how
+/// many rows it did.
 #[cfg(target_arch = "x86_64")]
 fn gather_rows4(w: &QMatrix, rows: &[u32], x: &QuantizedVec, y: &mut [f32]) -> usize {
     let Some(k4) = super::avx2_rows::kernel_rows4(w.ty) else {
         return 0;
     };
-    let row = |r: u32| w.row(r as usize);
-    let mut done = 0;
-    for (i, (y, r)) in y.chunks_exact_mut(4).zip(rows.chunks_exact(4)).enumerate() {
-        for &ahead in rows.iter().skip(4 * i + PREFETCH_ROWS).take(4) {
-            prefetch(row(ahead));
-        }
+    let groups = rows.len() / 4;
+    let group =
+        |g: usize| -> [&[u8]; 4] { std::array::from_fn(|j| w.row(rows[4 * g + j] as usize)) };
+    for (g, y) in y.chunks_exact_mut(4).take(groups).enumerate() {
         k4(
-            [row(r[0]), row(r[1]), row(r[2]), row(r[3])],
+            group(g),
             x.bytes(),
             y.try_into().unwrap(),
+            group((g + 1).min(groups - 1)),
         );
-        done += 4;
     }
-    done
+    4 * groups
 }
 
 #[cfg(not(target_arch = "x86_64"))]
