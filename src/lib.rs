@@ -10,6 +10,7 @@ pub mod bench;
 pub mod corpus;
 pub mod generate;
 pub mod gguf;
+pub mod huge_vec;
 pub mod model;
 pub mod parallel;
 pub mod paths;

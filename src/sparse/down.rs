@@ -12,6 +12,7 @@ use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use super::down_simd;
+use crate::huge_vec::HugeVec;
 use crate::quant::{self, GgmlType, QMatrix};
 
 /// Rows per nibble block: byte `i` of a block holds row `i` (low nibble) and row `32 + i`
@@ -41,29 +42,33 @@ enum Repr {
         offset: Option<Scales>,
     },
     /// Float weights, and the formats without a level decomposition (rounded to f16).
-    Float(Vec<f16>),
+    Float(HugeVec<f16>),
 }
 
 /// The integer levels, one neuron after another.
 enum Levels {
     /// One byte per weight.
-    I8(Vec<i8>),
+    I8(HugeVec<i8>),
     /// Levels spanning at most 16 values (the 4-bit formats): `q = nibble + bias`, two per
     /// byte in blocks of [`NIB_BLOCK`] rows. Half the bytes of `I8`.
-    Nibbles { bias: i8, q: Vec<u8> },
+    Nibbles { bias: i8, q: HugeVec<u8> },
 }
 
 /// Per-group scales (or offsets), group-major: f16 when every value is exactly an f16 (the
 /// formats whose block scales are f16), which halves their bytes and changes no value.
 enum Scales {
-    F16(Vec<f16>),
-    F32(Vec<f32>),
+    F16(HugeVec<f16>),
+    F32(HugeVec<f32>),
 }
 
 impl Scales {
-    fn new(v: Vec<f32>) -> Scales {
+    fn new(v: HugeVec<f32>) -> Scales {
         if v.iter().all(|&x| f16::from_f32(x).to_f32() == x) {
-            Scales::F16(v.iter().map(|&x| f16::from_f32(x)).collect())
+            let mut h = HugeVec::zeroed(v.len());
+            h.iter_mut()
+                .zip(v.iter())
+                .for_each(|(h, &x)| *h = f16::from_f32(x));
+            Scales::F16(h)
         } else {
             Scales::F32(v)
         }
@@ -97,14 +102,14 @@ impl Scales {
 }
 
 impl Levels {
-    fn new(q: Vec<i8>, d: usize) -> Levels {
+    fn new(q: HugeVec<i8>, d: usize) -> Levels {
         let (lo, hi) = q
             .iter()
             .fold((i8::MAX, i8::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         if q.is_empty() || !d.is_multiple_of(NIB_BLOCK) || hi as i16 - lo as i16 > 15 {
             return Levels::I8(q);
         }
-        let mut packed = vec![0u8; q.len() / 2];
+        let mut packed = HugeVec::zeroed(q.len() / 2);
         packed
             .par_chunks_mut(NIB_BLOCK / 2)
             .zip(q.par_chunks(NIB_BLOCK))
@@ -157,7 +162,7 @@ impl TransposedDown {
                     .for_each(|(r, (q, (s, o)))| {
                         quant::row_levels(down.ty, down.row(r), q, s, o);
                     });
-                let mut q = vec![0i8; n * d];
+                let mut q = HugeVec::zeroed(n * d);
                 q.par_chunks_mut(d).enumerate().for_each(|(j, col)| {
                     for (r, v) in col.iter_mut().enumerate() {
                         *v = rq[r * n + j];
@@ -165,7 +170,7 @@ impl TransposedDown {
                 });
                 drop(rq);
                 let transpose_groups = |src: &[f32]| {
-                    let mut out = vec![0f32; ng * d];
+                    let mut out = HugeVec::zeroed(ng * d);
                     out.par_chunks_mut(d).enumerate().for_each(|(g, col)| {
                         for (r, v) in col.iter_mut().enumerate() {
                             *v = src[r * ng + g];
@@ -191,7 +196,7 @@ impl TransposedDown {
                     quant::dequantize_row(down.ty, down.row(r), out)
                         .expect("weight type checked at load");
                 });
-                let mut w = vec![f16::ZERO; n * d];
+                let mut w = HugeVec::zeroed(n * d);
                 w.par_chunks_mut(d).enumerate().for_each(|(j, col)| {
                     for (r, v) in col.iter_mut().enumerate() {
                         *v = f16::from_f32(rows[r * n + j]);

@@ -89,41 +89,46 @@ unsafe fn accumulate_avx2(
     let cvt = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
     let q = m.q.as_ptr();
     let o = out.as_mut_ptr();
+    // The neurons of the group starting at `i`: the end of their run in `active`.
+    let run_end = |i: usize| {
+        let g = active[i] as usize / m.group;
+        i + active[i..].partition_point(|&j| j as usize / m.group == g)
+    };
+    // The first group's scales and levels at once; every later group's are requested a
+    // block at a time while the group before it is computed (see `prefetch_block`).
+    if let Some(&j0) = active.first() {
+        let g0 = j0 as usize / m.group;
+        let rows = g0 * d + r0..g0 * d + r0 + n;
+        prefetch(&m.scale[rows.clone()]);
+        if let Some(off) = m.offset {
+            prefetch(&off[rows]);
+        }
+        for &j in &active[..run_end(0)] {
+            let start = (j as usize * d + r0) / 2;
+            prefetch(&m.q[start..start + n / 2]);
+        }
+    }
     let mut i = 0;
     while i < active.len() {
         let g = active[i] as usize / m.group;
         let first = i;
+        i = run_end(i);
         let mut sum_a = 0f32;
-        while i < active.len() && active[i] as usize / m.group == g {
-            sum_a += a[active[i] as usize];
-            i += 1;
+        for &j in &active[first..i] {
+            sum_a += a[j as usize];
         }
         if let Some(s) = group_sums {
             sum_a = s[g];
         }
         let js = &active[first..i];
-        // The next group's scales and levels, fetched while this one is computed: the
-        // hardware prefetcher does not guess these short runs scattered over the matrix.
-        if i < active.len() {
-            let g2 = active[i] as usize / m.group;
-            let rows = g2 * d + r0..g2 * d + r0 + n;
-            prefetch(&m.scale[rows.clone()]);
-            if let Some(off) = m.offset {
-                prefetch(&off[rows]);
-            }
-            let mut k = i;
-            while k < active.len() && active[k] as usize / m.group == g2 {
-                let start = (active[k] as usize * d + r0) / 2;
-                prefetch(&m.q[start..start + n / 2]);
-                k += 1;
-            }
-        }
+        let next = &active[i..if i < active.len() { run_end(i) } else { i }];
         let srow = m.scale.as_ptr().add(g * d + r0) as *const __m128i;
         let orow = m
             .offset
             .map(|x| x.as_ptr().add(g * d + r0) as *const __m128i);
         let sum_v = _mm256_set1_ps(sum_a);
         for blk in (0..n).step_by(ROWS) {
+            prefetch_block(m, next, r0 + blk);
             let mut acc = [_mm256_setzero_ps(); 8];
             for &j in js {
                 let j = j as usize;
@@ -157,6 +162,38 @@ unsafe fn accumulate_avx2(
                 }
                 _mm256_storeu_ps(po, v);
             }
+        }
+    }
+}
+
+/// Request the [`ROWS`] rows from `r` of the group of the neurons `next` (one group's run,
+/// possibly empty): its scales (and offsets) and each neuron's levels.
+///
+/// Why a block at a time: a software prefetch holds one of the core's ~16 miss buffers until
+/// its line arrives, so asking for a whole group at once (with 1,024 rows a thread: 32
+/// lines of scales and 8 of levels per neuron) stalls the core on the prefetches; spread
+/// over the blocks of the group before, the requests overlap its arithmetic.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn prefetch_block(m: &NibbleF16, next: &[u32], r: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+    let Some(&j0) = next.first() else {
+        return;
+    };
+    let at = j0 as usize / m.group * m.d + r;
+    // 64 f16 scales: two lines.
+    let s = m.scale.as_ptr().add(at) as *const i8;
+    _mm_prefetch::<_MM_HINT_T1>(s);
+    _mm_prefetch::<_MM_HINT_T1>(s.add(64));
+    if let Some(off) = m.offset {
+        let o = off.as_ptr().add(at) as *const i8;
+        _mm_prefetch::<_MM_HINT_T1>(o);
+        _mm_prefetch::<_MM_HINT_T1>(o.add(64));
+    }
+    // 32 bytes of levels a neuron: a line every other block.
+    if (r / ROWS).is_multiple_of(2) {
+        for &j in next {
+            _mm_prefetch::<_MM_HINT_T1>(m.q.as_ptr().add((j as usize * m.d + r) / 2) as *const i8);
         }
     }
 }
