@@ -552,8 +552,9 @@ mod tests {
         }
     }
 
-    /// The SIMD kernel for 4-bit levels gives the very bits of the portable loops, with and
-    /// without offsets (Q4_1, Q4_0), for sparse and dense active sets and the Q8_1 group sums.
+    /// The SIMD kernel for 4-bit levels, its 256- and 512-bit bodies, gives the very bits of
+    /// the portable loops, with and without offsets (Q4_1, Q4_0), for sparse and dense active
+    /// sets and the Q8_1 group sums.
     #[test]
     fn simd_nibble_kernel_equals_portable_loops() {
         if !down_simd::available() {
@@ -580,14 +581,22 @@ mod tests {
                 for group_sums in [None, Some(&sums[..])] {
                     for r0 in [0, 64] {
                         let rows = d - r0 - 64;
-                        let mut simd = vec![0f32; rows];
-                        let m = t.nibble_f16().unwrap();
-                        down_simd::accumulate(&m, &active, &a, group_sums, r0, &mut simd);
                         let mut port = vec![0f32; rows];
                         let mut tmp = vec![0f32; 3 * rows];
                         t.accumulate_levels(&active, &a, group_sums, r0, &mut port, &mut tmp);
-                        assert_eq!(simd, port, "{ty} k {k} r0 {r0}");
-                        assert!(simd.iter().any(|&v| v != 0.0));
+                        assert!(port.iter().any(|&v| v != 0.0));
+                        let m = t.nibble_f16().unwrap();
+                        for wide in [false, true] {
+                            if wide && !down_simd::wide_available() {
+                                eprintln!("512-bit body skipped: no AVX-512 F");
+                                continue;
+                            }
+                            let mut simd = vec![0f32; rows];
+                            down_simd::accumulate_with(
+                                wide, &m, &active, &a, group_sums, r0, &mut simd,
+                            );
+                            assert_eq!(simd, port, "{ty} k {k} r0 {r0} wide {wide}");
+                        }
                     }
                 }
             }

@@ -1,5 +1,6 @@
-//! AVX2 kernel of the neuron-major down accumulation for 4-bit levels with f16 group scales
-//! (the layout `TransposedDown` builds for Q4_0 and Q4_1 models).
+//! AVX2 (and, where the CPU has it, AVX-512) kernel of the neuron-major down accumulation for
+//! 4-bit levels with f16 group scales (the layout `TransposedDown` builds for Q4_0 and Q4_1
+//! models).
 //!
 //! Why a kernel of its own: the portable loops make three passes over the outputs per scale
 //! group (clear a scratch sum, add each neuron into it, scale it into the output, with the
@@ -43,6 +44,15 @@ pub(super) fn available() -> bool {
     false
 }
 
+/// Whether this CPU can run the 512-bit body of [`accumulate`] (AVX-512 F), which it then
+/// prefers.
+pub(super) fn wide_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return crate::quant::avx2::has_avx512vl();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// `out` (rows `r0..r0 + out.len()`, already zeroed) `+= Σ_j a[j] · column j` over `active`
 /// (ascending), as `TransposedDown::accumulate_rows`. `r0` and `out.len()` are multiples of
 /// [`ROWS`]; callers check [`available`].
@@ -54,6 +64,21 @@ pub(super) fn accumulate(
     r0: usize,
     out: &mut [f32],
 ) {
+    accumulate_with(wide_available(), m, active, a, group_sums, r0, out)
+}
+
+/// [`accumulate`] through the 512-bit body (`wide`, where [`wide_available`]) or the 256-bit
+/// one: the same operations in the same order per output, so the same bits.
+pub(super) fn accumulate_with(
+    wide: bool,
+    m: &NibbleF16,
+    active: &[u32],
+    a: &[f32],
+    group_sums: Option<&[f32]>,
+    r0: usize,
+    out: &mut [f32],
+) {
+    assert!(!wide || wide_available(), "no AVX-512 here");
     assert!(r0.is_multiple_of(ROWS) && out.len().is_multiple_of(ROWS));
     assert!(r0 + out.len() <= m.d && m.d.is_multiple_of(ROWS));
     let n_ff = m.q.len() * 2 / m.d.max(1);
@@ -66,7 +91,13 @@ pub(super) fn accumulate(
     {
         assert!(available());
         // SAFETY: features checked; every index below is within the bounds asserted above.
-        unsafe { accumulate_avx2(m, active, a, group_sums, r0, out) }
+        unsafe {
+            if wide {
+                accumulate_avx512(m, active, a, group_sums, r0, out)
+            } else {
+                accumulate_avx2(m, active, a, group_sums, r0, out)
+            }
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("callers check available()")
@@ -82,11 +113,125 @@ unsafe fn accumulate_avx2(
     r0: usize,
     out: &mut [f32],
 ) {
-    let (d, n) = (m.d, out.len());
+    accumulate_body::<false>(m, active, a, group_sums, r0, out)
+}
+
+/// The same operations on 512-bit vectors: half the conversions and FMAs of the 256-bit body,
+/// and sign extensions of 16 levels at once (those shuffles bound the 256-bit body).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn accumulate_avx512(
+    m: &NibbleF16,
+    active: &[u32],
+    a: &[f32],
+    group_sums: Option<&[f32]>,
+    r0: usize,
+    out: &mut [f32],
+) {
+    accumulate_body::<true>(m, active, a, group_sums, r0, out)
+}
+
+/// One group's block of [`ROWS`] output rows at `o` (already holding the earlier groups'
+/// sums): `acc = Σ_j fma(level_j, a_j, acc)` over the neurons `js` (in order, from zero), then
+/// `o = fma(acc, scale, o)` and, with offsets, `o = fma(offset, sum_a, o)`; `lv` points at the
+/// block's levels of neuron 0 (`d / 2` bytes a neuron), `s` and `off` at its scales and offsets.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block<const WIDE: bool>(
+    lv: *const u8,
+    half_d: usize,
+    bias: i8,
+    js: &[u32],
+    a: &[f32],
+    s: *const f16,
+    off: Option<*const f16>,
+    sum_a: f32,
+    o: *mut f32,
+) {
     let mask = _mm256_set1_epi8(0x0F);
-    let bias = _mm256_set1_epi8(m.bias);
-    // Eight sign-extended levels (the low 8 bytes of `v`) as f32.
-    let cvt = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+    let bias = _mm256_set1_epi8(bias);
+    // The 64 levels of neuron `j`: rows 0..32 (low nibbles) and 32..64 (high nibbles).
+    let levels = |j: usize| {
+        let bytes = _mm256_loadu_si256(lv.add(j * half_d) as *const __m256i);
+        let lo = _mm256_add_epi8(_mm256_and_si256(bytes, mask), bias);
+        let hi = _mm256_add_epi8(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask), bias);
+        [lo, hi]
+    };
+    if WIDE {
+        // Sixteen sign-extended levels as f32.
+        let cvt = |v: __m128i| _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v));
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for &j in js {
+            let j = j as usize;
+            let av = _mm512_set1_ps(*a.get_unchecked(j));
+            for (h, v) in levels(j).into_iter().enumerate() {
+                let f = [
+                    cvt(_mm256_castsi256_si128(v)),
+                    cvt(_mm256_extracti128_si256(v, 1)),
+                ];
+                for (k, f) in f.into_iter().enumerate() {
+                    acc[2 * h + k] = _mm512_fmadd_ps(f, av, acc[2 * h + k]);
+                }
+            }
+        }
+        let sum_v = _mm512_set1_ps(sum_a);
+        for (k, acc) in acc.into_iter().enumerate() {
+            let sc = _mm512_cvtph_ps(_mm256_loadu_si256(s.add(16 * k) as *const __m256i));
+            let po = o.add(16 * k);
+            let mut v = _mm512_fmadd_ps(acc, sc, _mm512_loadu_ps(po));
+            if let Some(off) = off {
+                let ov = _mm512_cvtph_ps(_mm256_loadu_si256(off.add(16 * k) as *const __m256i));
+                v = _mm512_fmadd_ps(ov, sum_v, v);
+            }
+            _mm512_storeu_ps(po, v);
+        }
+    } else {
+        // Eight sign-extended levels (the low 8 bytes of `v`) as f32.
+        let cvt = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for &j in js {
+            let j = j as usize;
+            let av = _mm256_set1_ps(*a.get_unchecked(j));
+            for (h, v) in levels(j).into_iter().enumerate() {
+                let v0 = _mm256_castsi256_si128(v);
+                let v1 = _mm256_extracti128_si256(v, 1);
+                let f = [
+                    cvt(v0),
+                    cvt(_mm_srli_si128(v0, 8)),
+                    cvt(v1),
+                    cvt(_mm_srli_si128(v1, 8)),
+                ];
+                for (k, f) in f.into_iter().enumerate() {
+                    acc[4 * h + k] = _mm256_fmadd_ps(f, av, acc[4 * h + k]);
+                }
+            }
+        }
+        let sum_v = _mm256_set1_ps(sum_a);
+        for (k, acc) in acc.into_iter().enumerate() {
+            let sc = _mm256_cvtph_ps(_mm_loadu_si128(s.add(8 * k) as *const __m128i));
+            let po = o.add(8 * k);
+            let mut v = _mm256_fmadd_ps(acc, sc, _mm256_loadu_ps(po));
+            if let Some(off) = off {
+                let ov = _mm256_cvtph_ps(_mm_loadu_si128(off.add(8 * k) as *const __m128i));
+                v = _mm256_fmadd_ps(ov, sum_v, v);
+            }
+            _mm256_storeu_ps(po, v);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn accumulate_body<const WIDE: bool>(
+    m: &NibbleF16,
+    active: &[u32],
+    a: &[f32],
+    group_sums: Option<&[f32]>,
+    r0: usize,
+    out: &mut [f32],
+) {
+    let (d, n) = (m.d, out.len());
     let q = m.q.as_ptr();
     let o = out.as_mut_ptr();
     // The neurons of the group starting at `i`: the end of their run in `active`.
@@ -122,46 +267,21 @@ unsafe fn accumulate_avx2(
         }
         let js = &active[first..i];
         let next = &active[i..if i < active.len() { run_end(i) } else { i }];
-        let srow = m.scale.as_ptr().add(g * d + r0) as *const __m128i;
-        let orow = m
-            .offset
-            .map(|x| x.as_ptr().add(g * d + r0) as *const __m128i);
-        let sum_v = _mm256_set1_ps(sum_a);
+        let srow = m.scale.as_ptr().add(g * d + r0);
+        let orow = m.offset.map(|x| x.as_ptr().add(g * d + r0));
         for blk in (0..n).step_by(ROWS) {
             prefetch_block(m, next, r0 + blk);
-            let mut acc = [_mm256_setzero_ps(); 8];
-            for &j in js {
-                let j = j as usize;
-                let av = _mm256_set1_ps(*a.get_unchecked(j));
-                let p = q.add((j * d + r0 + blk) / 2) as *const __m256i;
-                let bytes = _mm256_loadu_si256(p);
-                let lo = _mm256_add_epi8(_mm256_and_si256(bytes, mask), bias);
-                let hi = _mm256_add_epi8(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask), bias);
-                for (h, v) in [lo, hi].into_iter().enumerate() {
-                    let v0 = _mm256_castsi256_si128(v);
-                    let v1 = _mm256_extracti128_si256(v, 1);
-                    let f = [
-                        cvt(v0),
-                        cvt(_mm_srli_si128(v0, 8)),
-                        cvt(v1),
-                        cvt(_mm_srli_si128(v1, 8)),
-                    ];
-                    for (k, f) in f.into_iter().enumerate() {
-                        acc[4 * h + k] = _mm256_fmadd_ps(f, av, acc[4 * h + k]);
-                    }
-                }
-            }
-            for (k, acc) in acc.into_iter().enumerate() {
-                let at = blk / 8 + k;
-                let s = _mm256_cvtph_ps(_mm_loadu_si128(srow.add(at)));
-                let po = o.add(8 * at);
-                let mut v = _mm256_fmadd_ps(acc, s, _mm256_loadu_ps(po));
-                if let Some(orow) = orow {
-                    let off = _mm256_cvtph_ps(_mm_loadu_si128(orow.add(at)));
-                    v = _mm256_fmadd_ps(off, sum_v, v);
-                }
-                _mm256_storeu_ps(po, v);
-            }
+            block::<WIDE>(
+                q.add((r0 + blk) / 2),
+                d / 2,
+                m.bias,
+                js,
+                a,
+                srow.add(blk),
+                orow.map(|p| p.add(blk)),
+                sum_a,
+                o.add(blk),
+            );
         }
     }
 }
