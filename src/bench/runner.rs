@@ -41,16 +41,23 @@ pub fn random_prompt(n: usize, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-/// Prefill `prompt` then greedily decode `n_gen` tokens, `reps` times per mode, interleaved.
-/// One untimed warm-up per mode first pages the weights in and sizes the scratch buffers.
+/// Prefill `prompt` then decode `n_gen` tokens, `reps` times per mode, interleaved: each step
+/// feeds the next token of `feed` (a text's continuation, teacher-forced) or, without one,
+/// the greedy choice. One untimed warm-up per mode first pages the weights in and sizes the
+/// scratch buffers.
 pub fn run_interleaved<B: Backend>(
     model: &Model<B>,
     state: &mut State<B>,
     modes: &[FfnMode],
     prompt: &[u32],
+    feed: Option<&[u32]>,
     n_gen: usize,
     reps: usize,
 ) -> Result<Vec<ModeRuns>, ModelError> {
+    assert!(
+        feed.is_none_or(|f| f.len() >= n_gen),
+        "decode inputs shorter than -n"
+    );
     let mut out: Vec<ModeRuns> = modes
         .iter()
         .map(|m| ModeRuns {
@@ -63,12 +70,12 @@ pub fn run_interleaved<B: Backend>(
         .collect();
     for m in modes {
         state.ffn_mode = m.clone();
-        once(model, state, prompt, n_gen.min(4))?;
+        once(model, state, prompt, feed, n_gen.min(4))?;
     }
     for _ in 0..reps {
         for r in out.iter_mut() {
             state.ffn_mode = r.mode.clone();
-            let t = once(model, state, prompt, n_gen)?;
+            let t = once(model, state, prompt, feed, n_gen)?;
             r.prefill_tok_s.push(prompt.len() as f64 / t.prefill_s);
             r.decode_tok_s.push(n_gen as f64 / t.decode_s);
             add(&mut r.decode_counters, &state.sparse.counters);
@@ -89,6 +96,7 @@ fn once<B: Backend>(
     model: &Model<B>,
     state: &mut State<B>,
     prompt: &[u32],
+    feed: Option<&[u32]>,
     n_gen: usize,
 ) -> Result<Times, ModelError> {
     state.reset();
@@ -97,7 +105,10 @@ fn once<B: Backend>(
     let prefill_s = t.elapsed().as_secs_f64();
     state.sparse.counters = SparseCounters::default();
     let t = Instant::now();
-    for _ in 0..n_gen {
+    for i in 0..n_gen {
+        if let Some(f) = feed {
+            next = f[i];
+        }
         next = argmax(model.forward(state, &[next], false)?);
     }
     Ok(Times {

@@ -29,6 +29,15 @@ pub struct BenchArgs {
     /// Tokens to decode
     #[arg(short = 'n', long, default_value_t = 64)]
     pub n_gen: usize,
+    /// Text whose tokens are the prompt and then, one a step, the decode inputs (teacher-forced),
+    /// so that a sparse model's predictors see text of the kind they were trained on
+    /// [default: the evaluation corpus of scripts/fetch-corpus.sh, where installed]
+    #[arg(long, value_name = "FILE")]
+    pub text: Option<PathBuf>,
+    /// A random prompt and greedy decoding instead of a text (as llama-bench; the default when
+    /// no evaluation corpus is installed)
+    #[arg(long, conflicts_with = "text")]
+    pub random_tokens: bool,
     /// Repetitions per mode, interleaved across modes (the median is reported)
     #[arg(short = 'r', long, default_value_t = 5)]
     pub reps: usize,
@@ -264,7 +273,51 @@ fn print_tables(r: &BenchReport) {
     }
 }
 
-/// Every mode's prefill and decode speed on `engine`, and the random prompt used.
+/// The prompt and the teacher-forced decode inputs: the first `-p` and the next `-n` tokens of
+/// the text (`--text`, or the evaluation corpus where installed), or a random prompt and no
+/// inputs (greedy decoding) with `--random-tokens` or without a corpus.
+fn bench_tokens<B: Backend>(
+    args: &BenchArgs,
+    engine: &Engine<B>,
+) -> anyhow::Result<(Vec<u32>, Option<Vec<u32>>)> {
+    let random = || {
+        (
+            random_prompt(args.n_prompt, engine.model.config.vocab_size),
+            None,
+        )
+    };
+    let path = match (&args.text, args.random_tokens) {
+        (_, true) => return Ok(random()),
+        (Some(p), _) => p.clone(),
+        (None, _) => {
+            let p = powerinfer::corpus::default_eval();
+            if !p.exists() {
+                eprintln!("bench: no evaluation corpus installed: random prompt, greedy decoding");
+                return Ok(random());
+            }
+            p
+        }
+    };
+    let need = args.n_prompt + args.n_gen;
+    let docs = powerinfer::corpus::load(&path)?;
+    let seqs =
+        powerinfer::corpus::tokenize(&docs, &engine.tokenizer, &engine.template, need.max(1))?;
+    let tokens: Vec<u32> = seqs.into_iter().flatten().take(need).collect();
+    anyhow::ensure!(
+        tokens.len() == need,
+        "{}: {} tokens, -p + -n needs {need}",
+        path.display(),
+        tokens.len()
+    );
+    eprintln!(
+        "bench: prompt and decode inputs from {} (teacher-forced)",
+        path.display()
+    );
+    let feed = tokens[args.n_prompt..].to_vec();
+    Ok((tokens[..args.n_prompt].to_vec(), Some(feed)))
+}
+
+/// Every mode's prefill and decode speed on `engine`, and the prompt used.
 fn measure<B: Backend>(
     args: &BenchArgs,
     engine: &Engine<B>,
@@ -289,9 +342,17 @@ fn measure<B: Backend>(
     let path = args.model.model_path()?;
     // f16 keys and values.
     let traffic = DecodeTraffic::from_gguf(&model.file, c.kv_dim(), c.n_layer, 2)?;
-    let prompt = random_prompt(args.n_prompt, c.vocab_size);
+    let (prompt, feed) = bench_tokens(args, engine)?;
     state.sparse.hybrid.phases.timed = args.model.profile_phases;
-    let runs = run_interleaved(model, &mut state, &modes, &prompt, args.n_gen, args.reps)?;
+    let runs = run_interleaved(
+        model,
+        &mut state,
+        &modes,
+        &prompt,
+        feed.as_deref(),
+        args.n_gen,
+        args.reps,
+    )?;
     // Before the bandwidth buffer exists, so that the peak is the engine's own.
     let peak_rss = peak_rss_mib();
     let bandwidth = measure_read_bandwidth(args.bandwidth_mib, 5);
