@@ -54,11 +54,18 @@ fn bench_compares_modes_with_bytes_and_chart() {
         "2",
         "--bandwidth-mib",
         "64",
+        "--text",
+        corpus.to_str().unwrap(),
         "--json",
         "--plot",
         svg.to_str().unwrap(),
     ]));
     let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    // Prompt and decode inputs came from the text, teacher-forced.
+    assert_eq!(
+        v["decode_inputs"],
+        format!("text {} (teacher-forced)", corpus.display())
+    );
 
     // The sidecar next to the model was found: all three modes, dense first.
     let modes = v["modes"].as_array().expect("modes array");

@@ -93,6 +93,10 @@ pub struct BenchReport {
     pub n_prompt: usize,
     pub n_gen: usize,
     pub reps: usize,
+    /// Where the prompt and decode inputs came from: `text PATH (teacher-forced)` or
+    /// `random prompt, greedy`.
+    #[serde(default)]
+    pub decode_inputs: String,
     pub bandwidth: Bandwidth,
     pub traffic: DecodeTraffic,
     pub modes: Vec<ModeReport>,

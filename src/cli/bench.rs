@@ -279,12 +279,10 @@ fn print_tables(r: &BenchReport) {
 fn bench_tokens<B: Backend>(
     args: &BenchArgs,
     engine: &Engine<B>,
-) -> anyhow::Result<(Vec<u32>, Option<Vec<u32>>)> {
+) -> anyhow::Result<(Vec<u32>, Option<Vec<u32>>, String)> {
     let random = || {
-        (
-            random_prompt(args.n_prompt, engine.model.config.vocab_size),
-            None,
-        )
+        let prompt = random_prompt(args.n_prompt, engine.model.config.vocab_size);
+        (prompt, None, "random prompt, greedy".to_string())
     };
     let path = match (&args.text, args.random_tokens) {
         (_, true) => return Ok(random()),
@@ -309,12 +307,10 @@ fn bench_tokens<B: Backend>(
         path.display(),
         tokens.len()
     );
-    eprintln!(
-        "bench: prompt and decode inputs from {} (teacher-forced)",
-        path.display()
-    );
+    let what = format!("text {} (teacher-forced)", path.display());
+    eprintln!("bench: prompt and decode inputs from {what}");
     let feed = tokens[args.n_prompt..].to_vec();
-    Ok((tokens[..args.n_prompt].to_vec(), Some(feed)))
+    Ok((tokens[..args.n_prompt].to_vec(), Some(feed), what))
 }
 
 /// Every mode's prefill and decode speed on `engine`, and the prompt used.
@@ -342,7 +338,7 @@ fn measure<B: Backend>(
     let path = args.model.model_path()?;
     // f16 keys and values.
     let traffic = DecodeTraffic::from_gguf(&model.file, c.kv_dim(), c.n_layer, 2)?;
-    let (prompt, feed) = bench_tokens(args, engine)?;
+    let (prompt, feed, decode_inputs) = bench_tokens(args, engine)?;
     state.sparse.hybrid.phases.timed = args.model.profile_phases;
     let runs = run_interleaved(
         model,
@@ -413,6 +409,7 @@ fn measure<B: Backend>(
         n_prompt: args.n_prompt,
         n_gen: args.n_gen,
         reps: args.reps,
+        decode_inputs,
         bandwidth,
         traffic,
         prefill_tok_s: reports[0].prefill_tok_s.clone(),
