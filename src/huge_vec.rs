@@ -62,13 +62,6 @@ impl<T: Zeroed> HugeVec<T> {
             _t: PhantomData,
         }
     }
-
-    /// A copy of `v`.
-    pub fn from_slice(v: &[T]) -> Self {
-        let mut h = Self::zeroed(v.len());
-        h.copy_from_slice(v);
-        h
-    }
 }
 
 impl<T: Zeroed> Deref for HugeVec<T> {
@@ -109,8 +102,6 @@ mod tests {
         assert_eq!(v.as_ptr() as usize % HUGE_PAGE, 0);
         v.iter_mut().enumerate().for_each(|(i, x)| *x = i as f32);
         assert_eq!(v[12345], 12345.0);
-        let c = HugeVec::from_slice(&v[..10]);
-        assert_eq!(&c[..], &v[..10]);
         assert!(HugeVec::<u8>::zeroed(0).is_empty());
     }
 }

@@ -140,16 +140,6 @@ unsafe fn dot_us8<const V: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m256
     }
 }
 
-/// The 32 nibbles of a Q4_0 block's 16 code bytes as bytes, in ggml order (low nibbles,
-/// then high ones), without a shuffle: the bytes are broadcast to both halves by the load,
-/// and the upper half shifted right by four before the mask.
-#[inline(always)]
-unsafe fn nibbles_noshuffle(p: *const u8) -> __m256i {
-    let t = _mm256_broadcastsi128_si256(_mm_loadu_si128(p as *const __m128i));
-    let shifted = _mm256_srlv_epi32(t, _mm256_set_epi32(4, 4, 4, 4, 0, 0, 0, 0));
-    _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
-}
-
 /// Per block: `acc_r = fma(d_w·d_x, Σ_lane (q_w − 8)·q_x, acc_r)` as the single-row kernel,
 /// with the lane sums taken as `Σ nibble·q_x − 8·Σ q_x` (the second term shared by the rows).
 #[inline(always)]
@@ -172,7 +162,7 @@ unsafe fn q4_0_rows4<const V: bool>(
         for (r, acc) in acc.iter_mut().enumerate() {
             let wb = w[r].add(18 * i);
             let d = _mm256_mul_ps(f16_splat(wb), dx);
-            let s = dot_us8::<V>(neg, nibbles_noshuffle(wb.add(2)), qx);
+            let s = dot_us8::<V>(neg, nibbles(wb.add(2)), qx);
             *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), *acc);
         }
     }

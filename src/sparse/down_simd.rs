@@ -239,6 +239,8 @@ unsafe fn accumulate_body<const WIDE: bool>(
         let g = active[i] as usize / m.group;
         i + active[i..].partition_point(|&j| j as usize / m.group == g)
     };
+    // `active[i..end]` is the group being computed.
+    let (mut i, mut end) = (0, if active.is_empty() { 0 } else { run_end(0) });
     // The first group's scales and levels at once; every later group's are requested a
     // block at a time while the group before it is computed (see `prefetch_block`).
     if let Some(&j0) = active.first() {
@@ -248,25 +250,27 @@ unsafe fn accumulate_body<const WIDE: bool>(
         if let Some(off) = m.offset {
             prefetch(&off[rows]);
         }
-        for &j in &active[..run_end(0)] {
+        for &j in &active[..end] {
             let start = (j as usize * d + r0) / 2;
             prefetch(&m.q[start..start + n / 2]);
         }
     }
-    let mut i = 0;
     while i < active.len() {
         let g = active[i] as usize / m.group;
-        let first = i;
-        i = run_end(i);
+        let js = &active[i..end];
+        let next_end = if end < active.len() {
+            run_end(end)
+        } else {
+            end
+        };
+        let next = &active[end..next_end];
         let mut sum_a = 0f32;
-        for &j in &active[first..i] {
+        for &j in js {
             sum_a += a[j as usize];
         }
         if let Some(s) = group_sums {
             sum_a = s[g];
         }
-        let js = &active[first..i];
-        let next = &active[i..if i < active.len() { run_end(i) } else { i }];
         let srow = m.scale.as_ptr().add(g * d + r0);
         let orow = m.offset.map(|x| x.as_ptr().add(g * d + r0));
         for blk in (0..n).step_by(ROWS) {
@@ -283,6 +287,7 @@ unsafe fn accumulate_body<const WIDE: bool>(
                 o.add(blk),
             );
         }
+        (i, end) = (end, next_end);
     }
 }
 
@@ -296,7 +301,6 @@ unsafe fn accumulate_body<const WIDE: bool>(
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn prefetch_block(m: &NibbleF16, next: &[u32], r: usize) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
     let Some(&j0) = next.first() else {
         return;
     };
