@@ -22,6 +22,11 @@ const NIB_BLOCK: usize = 64;
 /// Below this many weights (active neurons × d_model) the accumulation stays on one thread.
 const PARALLEL_MIN_WEIGHTS: usize = 1 << 16;
 
+/// Runs of active neurons the accumulation sums apart (see `TransposedDown::accumulate`): a
+/// fixed number, so that the result is the same for any number of threads; enough for two to
+/// four threads to share evenly.
+const PIECES: usize = 4;
+
 /// Neuron-major down matrix: `n_ff` neurons × `d_model` outputs.
 pub struct TransposedDown {
     pub d_model: usize,
@@ -250,9 +255,17 @@ impl TransposedDown {
 
     /// `out = Σ_{j in active} a[j] · column j`, with `a` indexed by neuron (only the active
     /// entries are read). `active` must be ascending. `group_sums`, when given, replaces the
-    /// sum of `a` over each scale group in the offset term. `tmp` is scratch. Large products
-    /// are split over the thread pool by ranges of output rows; every output is computed in
-    /// the same operations either way.
+    /// sum of `a` over each scale group in the offset term. `tmp` is scratch.
+    ///
+    /// The active neurons are cut into [`PIECES`] runs of about equal length at scale-group
+    /// boundaries; each run's columns are summed on their own and the runs' sums added in
+    /// order. Why by neurons rather than by output rows: a task then reads each of its groups'
+    /// scales (4 KiB for 2,048 rows, more bytes than the levels of the ~2-3 neurons kept in a
+    /// group) and its neurons' levels whole, and consecutive groups' scales are adjacent, so a
+    /// task streams where a split by rows reads every group's scales in halves
+    /// (`benches/sparse_ffn.rs`: ~1.2× on a 1B-class layer). With more threads than pieces,
+    /// the rows are split as well. The cut depends on `active` only, so the result does not
+    /// depend on the number of threads.
     pub fn accumulate(
         &self,
         active: &[u32],
@@ -263,18 +276,66 @@ impl TransposedDown {
     ) {
         let d = self.d_model;
         assert_eq!(out.len(), d);
-        tmp.clear();
-        tmp.resize(3 * d, 0.0);
+        let cuts = self.cuts(active);
         let threads = crate::parallel::threads();
         let parallel = threads > 1 && active.len() * d >= PARALLEL_MIN_WEIGHTS;
-        if !parallel {
-            self.accumulate_rows(active, a, group_sums, 0, out, tmp);
-            return;
+        let row_chunks = if parallel {
+            threads.div_ceil(PIECES)
+        } else {
+            1
+        };
+        let chunk = d.div_ceil(row_chunks).next_multiple_of(NIB_BLOCK).min(d);
+        let n_rc = d.div_ceil(chunk);
+        let tasks = PIECES * n_rc;
+        // One `chunk`-long partial sum per task (its piece's sum over its rows), then each
+        // task's scratch.
+        tmp.clear();
+        tmp.resize(tasks * 4 * chunk, 0.0);
+        let (partials, scratch) = tmp.split_at_mut(tasks * chunk);
+        let task = |t: usize, part: &mut [f32], scratch: &mut [f32]| {
+            let (p, c) = (t / n_rc, t % n_rc);
+            let r0 = c * chunk;
+            let rows = chunk.min(d - r0);
+            let piece = &active[cuts[p]..cuts[p + 1]];
+            self.accumulate_rows(piece, a, group_sums, r0, &mut part[..rows], scratch);
+        };
+        if parallel {
+            crate::parallel::for_chunk_pairs_mut(partials, chunk, scratch, 3 * chunk, task);
+        } else {
+            let scratch = &mut scratch[..3 * chunk];
+            for (t, part) in partials.chunks_mut(chunk).enumerate() {
+                task(t, part, scratch);
+            }
         }
-        let chunk = d.div_ceil(threads).next_multiple_of(NIB_BLOCK).min(d);
-        crate::parallel::for_chunk_pairs_mut(out, chunk, tmp, 3 * chunk, |c, out, tmp| {
-            self.accumulate_rows(active, a, group_sums, c * chunk, out, tmp)
-        });
+        for (c, out) in out.chunks_mut(chunk).enumerate() {
+            let n = out.len();
+            let part = |p: usize| &partials[(p * n_rc + c) * chunk..][..n];
+            out.copy_from_slice(part(0));
+            for p in 1..PIECES {
+                add_into(out, part(p));
+            }
+        }
+    }
+
+    /// Where [`TransposedDown::accumulate`] cuts `active` (ascending): [`PIECES`] runs of
+    /// about equal length, each cut moved forward to the start of a scale group so that no
+    /// group's scales are read twice.
+    fn cuts(&self, active: &[u32]) -> [usize; PIECES + 1] {
+        let group = match &self.repr {
+            Repr::Levels { group, .. } => *group as u32,
+            Repr::Float(_) => 1,
+        };
+        let n = active.len();
+        let mut cuts = [n; PIECES + 1];
+        cuts[0] = 0;
+        for p in 1..PIECES {
+            let at = (p * n / PIECES).max(cuts[p - 1]);
+            cuts[p] = match at.checked_sub(1).map(|i| active[i] / group) {
+                Some(g) if at < n => at + active[at..].partition_point(|&j| j / group == g),
+                _ => at,
+            };
+        }
+        cuts
     }
 
     /// [`TransposedDown::accumulate`] for output rows `r0..r0 + out.len()`; `tmp` holds at
@@ -456,6 +517,14 @@ fn scale_offset_add_body(out: &mut [f32], t: &[f32], s: &[f32], off: &[f32], sum
     }
 }
 
+#[inline(always)]
+fn add_into_body(out: &mut [f32], x: &[f32]) {
+    for (o, &x) in out.iter_mut().zip(x) {
+        *o += x;
+    }
+}
+
+dispatch!(add_into, add_into_body, (out: &mut [f32], x: &[f32]));
 dispatch!(axpy_i8, axpy_i8_body, (y: &mut [f32], a: f32, q: &[i8]));
 dispatch!(axpy_nib, axpy_nib_body, (y: &mut [f32], a: f32, q: &[u8], bias: i8));
 dispatch!(axpy_f16, axpy_f16_body, (y: &mut [f32], a: f32, w: &[f16]));
@@ -540,16 +609,62 @@ mod tests {
                         want[r]
                     );
                 }
-                // One thread gives the very same bits.
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(1)
-                    .build()
-                    .unwrap();
-                let mut serial = vec![0f32; d];
-                pool.install(|| t.accumulate(&active, &a, None, &mut serial, &mut Vec::new()));
-                assert_eq!(out, serial, "{ty} {d}x{n}");
+                // One thread, and more threads than pieces (rows split too), give the very
+                // same bits.
+                for threads in [1, PIECES + 1] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let mut other = vec![0f32; d];
+                    pool.install(|| t.accumulate(&active, &a, None, &mut other, &mut Vec::new()));
+                    assert_eq!(out, other, "{ty} {d}x{n} on {threads} threads");
+                }
             }
         }
+    }
+
+    /// The accumulation's pieces cover the active list in order, start at scale-group
+    /// boundaries and share it out about evenly.
+    #[test]
+    fn pieces_cut_at_group_boundaries() {
+        let (d, n) = (64, 1024);
+        let w = rand(d * n, 3);
+        let rb = n / 32 * 18;
+        let mut data = vec![0u8; d * rb];
+        for r in 0..d {
+            quant::quantize_row(
+                GgmlType::Q4_0,
+                &w[r * n..(r + 1) * n],
+                &mut data[r * rb..][..rb],
+            )
+            .unwrap();
+        }
+        let t = TransposedDown::new(&QMatrix::new(GgmlType::Q4_0, d, n, &data).unwrap());
+        for (k, len) in [(1, 1024), (3, 342), (7, 147), (101, 11), (1024, 1)] {
+            let active: Vec<u32> = (0..n as u32).filter(|j| j % k == 0).collect();
+            assert_eq!(active.len(), len);
+            let cuts = t.cuts(&active);
+            assert_eq!((cuts[0], cuts[PIECES]), (0, len), "every {k}th");
+            for p in 1..PIECES {
+                let c = cuts[p];
+                assert!(cuts[p - 1] <= c, "every {k}th: cuts {cuts:?}");
+                if c > 0 && c < len {
+                    assert_ne!(
+                        active[c - 1] / 32,
+                        active[c] / 32,
+                        "every {k}th: cuts {cuts:?}"
+                    );
+                }
+                // At most one group's neurons past the even share.
+                assert!(
+                    c >= p * len / PIECES && c <= p * len / PIECES + 32,
+                    "{cuts:?}"
+                );
+            }
+        }
+        let empty: [u32; 0] = [];
+        assert_eq!(t.cuts(&empty), [0; PIECES + 1]);
     }
 
     /// The SIMD kernel for 4-bit levels, its 256- and 512-bit bodies, gives the very bits of
