@@ -9,7 +9,8 @@ use powerinfer::quant::GgmlType;
 use powerinfer::synth::{power_law, top_share, write_model, SynthSpec, SAMPLE_TEXT};
 use powerinfer::tokenizer::Tokenizer;
 
-/// A path in the temp directory, unique per process and name, removed on drop.
+/// A path in the temp directory, unique per process and name, removed on drop (with its
+/// directory, once empty).
 struct TempFile(PathBuf);
 
 impl TempFile {
@@ -23,6 +24,9 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 

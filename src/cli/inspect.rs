@@ -392,14 +392,40 @@ mod tests {
         Ok(String::from_utf8(out).unwrap())
     }
 
-    fn tmp(name: &str) -> PathBuf {
+    /// A file in this process's temp directory, removed on drop with the directory once
+    /// it is empty, so that test runs leave nothing behind.
+    struct Tmp(PathBuf);
+
+    impl std::ops::Deref for Tmp {
+        type Target = PathBuf;
+        fn deref(&self) -> &PathBuf {
+            &self.0
+        }
+    }
+
+    impl AsRef<std::path::Path> for Tmp {
+        fn as_ref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+
+    fn tmp(name: &str) -> Tmp {
         let dir = std::env::temp_dir().join(format!("pi-inspect-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        dir.join(name)
+        Tmp(dir.join(name))
     }
 
     /// A small synthetic model written with our writer.
-    fn synthetic(name: &str) -> PathBuf {
+    fn synthetic(name: &str) -> Tmp {
         let p = tmp(name);
         let mut w = GgufWriter::new();
         w.add_str("general.architecture", "qwen2").unwrap();
@@ -456,7 +482,7 @@ mod tests {
         assert_eq!(j["tensors"][1]["name"], "output_norm.weight");
         assert_eq!(j["file_bytes"], std::fs::metadata(&p).unwrap().len());
         // Without --tensors only the totals.
-        let summary = render(&args(p, false, false)).unwrap();
+        let summary = render(&args(p.to_path_buf(), false, false)).unwrap();
         assert!(!summary.contains("offset"));
     }
 
@@ -481,7 +507,10 @@ mod tests {
 
         let not_gguf = tmp("not.gguf");
         std::fs::write(&not_gguf, b"hello world, not a model").unwrap();
-        let msg = format!("{:#}", render(&args(not_gguf, false, false)).unwrap_err());
+        let msg = format!(
+            "{:#}",
+            render(&args(not_gguf.to_path_buf(), false, false)).unwrap_err()
+        );
         assert!(msg.contains("bad magic"), "{msg}");
     }
 
