@@ -23,9 +23,11 @@ const NIB_BLOCK: usize = 64;
 const PARALLEL_MIN_WEIGHTS: usize = 1 << 16;
 
 /// Runs of active neurons the accumulation sums apart (see `TransposedDown::accumulate`): a
-/// fixed number, so that the result is the same for any number of threads; enough for two to
-/// four threads to share evenly.
-const PIECES: usize = 4;
+/// fixed number, so that the result is the same for any number of threads. Two: one long run
+/// a thread streams faster than two half as long (`benches/sparse_ffn.rs`, 2 threads: 16.6-17.8
+/// against 15.9-16.7 GB/s with four), and any even number of threads shares them evenly (the
+/// rows are split as well).
+const PIECES: usize = 2;
 
 /// Neuron-major down matrix: `n_ff` neurons × `d_model` outputs.
 pub struct TransposedDown {
@@ -263,7 +265,7 @@ impl TransposedDown {
     /// scales (4 KiB for 2,048 rows, more bytes than the levels of the ~2-3 neurons kept in a
     /// group) and its neurons' levels whole, and consecutive groups' scales are adjacent, so a
     /// task streams where a split by rows reads every group's scales in halves
-    /// (`benches/sparse_ffn.rs`: ~1.2× on a 1B-class layer). With more threads than pieces,
+    /// (`benches/sparse_ffn.rs`: ~1.25× on a 1B-class layer). With more threads than pieces,
     /// the rows are split as well. The cut depends on `active` only, so the result does not
     /// depend on the number of threads.
     pub fn accumulate(
