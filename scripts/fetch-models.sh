@@ -76,7 +76,22 @@ finish() { # out sha
     rm -f "$1.part"; exit 1
   fi
   mv "$1.part" "$1"
+  drop_cache "$1"
   echo "$(basename "$1"): installed in $dir"
+}
+
+# Written data stays in the page cache in small pages, and a model mapped while cached that way
+# is mapped in 4 KiB pages (slower decoding); dropped, the first run reads it back into large
+# folios mapped in 2 MiB pages (Linux). A hint: where it does not apply, nothing happens.
+drop_cache() { # file
+  "$PY" - "$1" <<'PYEOF' || true
+import os, sys
+if hasattr(os, "posix_fadvise"):
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+PYEOF
 }
 
 models=("$@")
