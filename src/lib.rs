@@ -12,6 +12,7 @@ pub mod generate;
 pub mod gguf;
 pub mod huge_vec;
 pub mod model;
+pub mod page_size;
 pub mod parallel;
 pub mod paths;
 pub mod perplexity;

@@ -75,6 +75,14 @@ fn bench_compares_modes_with_bytes_and_chart() {
     assert_eq!(v["reps"], 2);
     positive(&v["bandwidth"]["gb_s"], "bandwidth");
     assert!(v["machine"]["logical_cpus"].as_u64().unwrap() >= 1);
+    // On Linux, how much of the model sat in 2 MiB pages: a whole number of them (the model
+    // is small, so the mapping around it decides how many).
+    if std::path::Path::new("/proc/self/smaps").exists() {
+        let huge = v["model_huge_page_mib"]
+            .as_f64()
+            .expect("model_huge_page_mib");
+        assert!(huge >= 0.0 && huge % 2.0 == 0.0, "{huge}");
+    }
 
     // Dense bytes per token from the file's tensor table, rebuilt here independently: every
     // blk.* tensor, the head (tied to the embeddings if absent), one embedding row, KV reads.

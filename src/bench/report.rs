@@ -106,6 +106,11 @@ pub struct BenchReport {
     /// Peak resident memory of the process (VmHWM), and what it is allowed to be made of.
     pub peak_rss_mib: Option<f64>,
     pub model_file_mib: f64,
+    /// How much of the model's bytes the kernel maps in 2 MiB pages after the runs (Linux;
+    /// mappings that only partly overlap the model count whole); the rest is in 4 KiB pages,
+    /// which slow decoding, or was never read (`page_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_huge_page_mib: Option<f64>,
     pub kv_cache_mib: f64,
     pub n_ctx: usize,
     /// llama.cpp's llama-bench on the same model and settings (`--compare-llama-cpp`).

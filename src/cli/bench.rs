@@ -271,6 +271,13 @@ fn print_tables(r: &BenchReport) {
             }
         );
     }
+    if let Some(huge) = r.model_huge_page_mib {
+        println!(
+            "model in 2 MiB pages after the runs: {:.0} of {:.0} MiB (the rest in 4 KiB pages, which cost TLB misses, or never read)",
+            huge.min(r.model_file_mib),
+            r.model_file_mib
+        );
+    }
 }
 
 /// The prompt and the teacher-forced decode inputs: the first `-p` and the next `-n` tokens of
@@ -351,6 +358,7 @@ fn measure<B: Backend>(
     )?;
     // Before the bandwidth buffer exists, so that the peak is the engine's own.
     let peak_rss = peak_rss_mib();
+    let model_huge = powerinfer::page_size::huge_page_bytes(model.file.bytes());
     let bandwidth = measure_read_bandwidth(args.bandwidth_mib, 5);
     machine.finish();
     let dense = runs.iter().find(|r| r.mode == FfnMode::Dense);
@@ -417,6 +425,7 @@ fn measure<B: Backend>(
         modes: reports,
         peak_rss_mib: peak_rss,
         model_file_mib: mib(model.file.bytes().len()),
+        model_huge_page_mib: model_huge.map(mib),
         kv_cache_mib: mib(kv_bytes),
         n_ctx: state.n_ctx,
         llama_cpp,
