@@ -165,9 +165,10 @@ impl GgufFile {
 
     /// Read a whole file into anonymous memory and parse it (llama.cpp's `--no-mmap`). Slower
     /// to load than [`GgufFile::open`] and not shared with other processes, but on Linux the
-    /// memory is 2 MiB-aligned and advised for transparent huge pages, where the page cache
-    /// maps a file 4 KiB at a time: decoding, which streams every weight once per token and
-    /// gathers scattered rows in sparse mode, then misses the TLB 512 times less often.
+    /// memory is 2 MiB-aligned and advised for transparent huge pages, where a mapped file
+    /// gets 2 MiB pages only for what its page cache holds in large folios (kernel and file
+    /// system permitting): decoding, which streams every weight once per token and gathers
+    /// scattered rows in sparse mode, then misses the TLB 512 times less often.
     pub fn read(path: impl AsRef<Path>) -> Result<GgufFile> {
         const HUGE_PAGE: usize = 2 << 20;
         let path = path.as_ref();
