@@ -5,7 +5,8 @@
 //! every run. A `Vec` of that size gets 4 KiB pages where the system gives huge pages only on
 //! request (`madvise` mode, the common default); this buffer asks for them before first
 //! touch. On the synthetic 1B model the down accumulation took 2.4-2.6 ms a token in 2 MiB
-//! pages against 2.8-2.9 ms in 4 KiB ones (`bench`, `--no-mmap`).
+//! pages against 2.8-2.9 ms in 4 KiB ones (`bench`, `--no-mmap`). The model itself is read
+//! into one with `--no-mmap` (`GgufFile::read`), for the same reason.
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
@@ -38,29 +39,34 @@ impl<T: Zeroed> HugeVec<T> {
     /// `len` zeros. Panics when the memory cannot be mapped, as a `Vec` aborts when it
     /// cannot allocate.
     pub fn zeroed(len: usize) -> Self {
+        Self::try_zeroed(len)
+            .unwrap_or_else(|e| panic!("mapping {len} elements of anonymous memory: {e}"))
+    }
+
+    /// `len` zeros, or the error of mapping the memory.
+    pub fn try_zeroed(len: usize) -> std::io::Result<Self> {
         let bytes = len * std::mem::size_of::<T>();
         if bytes == 0 {
-            return HugeVec {
+            return Ok(HugeVec {
                 map: None,
                 start: 0,
                 len,
                 _t: PhantomData,
-            };
+            });
         }
-        let map = memmap2::MmapMut::map_anon(bytes + HUGE_PAGE)
-            .unwrap_or_else(|e| panic!("mapping {bytes} bytes of anonymous memory: {e}"));
+        let map = memmap2::MmapMut::map_anon(bytes + HUGE_PAGE)?;
         #[cfg(target_os = "linux")]
         {
             // Advice only: without transparent huge pages the memory still works.
             let _ = map.advise(memmap2::Advice::HugePage);
         }
         let start = (HUGE_PAGE - map.as_ptr() as usize % HUGE_PAGE) % HUGE_PAGE;
-        HugeVec {
+        Ok(HugeVec {
             map: Some(map),
             start,
             len,
             _t: PhantomData,
-        }
+        })
     }
 }
 

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use super::error::{GgufError, Result};
 use super::value::{Value, ValueType};
+use crate::huge_vec::HugeVec;
 use crate::quant::GgmlType;
 
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
@@ -96,12 +97,8 @@ impl<'a> TensorView<'a> {
 /// owned buffer (tests, fuzzing).
 enum Storage {
     Mmap(memmap2::Mmap),
-    /// The file's `len` bytes from `start` of an anonymous map (see [`GgufFile::read`]).
-    Memory {
-        map: memmap2::MmapMut,
-        start: usize,
-        len: usize,
-    },
+    /// The file read into anonymous memory (see [`GgufFile::read`]).
+    Memory(HugeVec<u8>),
     Owned(Vec<u8>),
 }
 
@@ -110,7 +107,7 @@ impl Deref for Storage {
     fn deref(&self) -> &[u8] {
         match self {
             Storage::Mmap(m) => m,
-            Storage::Memory { map, start, len } => &map[*start..*start + *len],
+            Storage::Memory(m) => m,
             Storage::Owned(v) => v,
         }
     }
@@ -170,7 +167,6 @@ impl GgufFile {
     /// system permitting): decoding, which streams every weight once per token and gathers
     /// scattered rows in sparse mode, then misses the TLB 512 times less often.
     pub fn read(path: impl AsRef<Path>) -> Result<GgufFile> {
-        const HUGE_PAGE: usize = 2 << 20;
         let path = path.as_ref();
         let open_err = |cause| GgufError::Open {
             path: path.to_path_buf(),
@@ -178,15 +174,9 @@ impl GgufFile {
         };
         let mut file = File::open(path).map_err(open_err)?;
         let len = file.metadata().map_err(open_err)?.len() as usize;
-        let mut map = memmap2::MmapMut::map_anon(len + HUGE_PAGE).map_err(open_err)?;
-        #[cfg(target_os = "linux")]
-        {
-            // Advice only: without transparent huge pages the memory still works.
-            let _ = map.advise(memmap2::Advice::HugePage);
-        }
-        let start = (HUGE_PAGE - map.as_ptr() as usize % HUGE_PAGE) % HUGE_PAGE;
-        std::io::Read::read_exact(&mut file, &mut map[start..start + len]).map_err(open_err)?;
-        Self::parse(Storage::Memory { map, start, len })
+        let mut buf = HugeVec::<u8>::try_zeroed(len).map_err(open_err)?;
+        std::io::Read::read_exact(&mut file, &mut buf).map_err(open_err)?;
+        Self::parse(Storage::Memory(buf))
     }
 
     /// Parse a file held in memory.
