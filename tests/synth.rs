@@ -9,13 +9,16 @@ use powerinfer::quant::GgmlType;
 use powerinfer::synth::{power_law, top_share, write_model, SynthSpec, SAMPLE_TEXT};
 use powerinfer::tokenizer::Tokenizer;
 
-/// A path in the temp directory, unique per process and name, removed on drop (with its
-/// directory, once empty).
+/// A path in a directory of its own, removed with it on drop. Each file gets its own
+/// directory because tests run in parallel: with one shared directory, one test's drop could
+/// remove it while another test was creating it.
 struct TempFile(PathBuf);
 
 impl TempFile {
     fn new(name: &str) -> TempFile {
-        let dir = std::env::temp_dir().join(format!("pi-synth-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pi-synth-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         TempFile(dir.join(format!("{name}.gguf")))
     }
@@ -23,9 +26,8 @@ impl TempFile {
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
         if let Some(dir) = self.0.parent() {
-            let _ = std::fs::remove_dir(dir);
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

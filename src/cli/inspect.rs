@@ -392,8 +392,9 @@ mod tests {
         Ok(String::from_utf8(out).unwrap())
     }
 
-    /// A file in this process's temp directory, removed on drop with the directory once
-    /// it is empty, so that test runs leave nothing behind.
+    /// A file in a temp directory of its own, removed with it on drop, so that test runs
+    /// leave nothing behind. One directory per file: a shared one could be removed by one
+    /// test's drop while another test was creating it.
     struct Tmp(PathBuf);
 
     impl std::ops::Deref for Tmp {
@@ -411,15 +412,16 @@ mod tests {
 
     impl Drop for Tmp {
         fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
             if let Some(dir) = self.0.parent() {
-                let _ = std::fs::remove_dir(dir);
+                let _ = std::fs::remove_dir_all(dir);
             }
         }
     }
 
     fn tmp(name: &str) -> Tmp {
-        let dir = std::env::temp_dir().join(format!("pi-inspect-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pi-inspect-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         Tmp(dir.join(name))
     }
