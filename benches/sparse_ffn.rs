@@ -1,6 +1,7 @@
-//! The two memory-bound steps of the sparse FFN on a 1B-class layer (d_model 2048, 8192
-//! neurons, Q4_0, as the synthetic benchmark model): the gather-matvec over the predicted rows
-//! of gate, and the accumulation of the kept neurons' down columns. GB/s = bytes touched / time.
+//! The memory-bound steps of the sparse FFN on a 1B-class layer (d_model 2048, 8192 neurons,
+//! Q4_0, as the synthetic benchmark model): the gather-matvec over the predicted rows of gate
+//! (and of gate then up, from the two matrices or their paired copy), and the accumulation of
+//! the kept neurons' down columns. GB/s = bytes touched / time.
 //!
 //! Run: `RAYON_NUM_THREADS=2 cargo bench --bench sparse_ffn`. Each iteration uses the next of
 //! several layer copies (beyond the last-level cache) so weights come from DRAM as in decode.
@@ -13,6 +14,7 @@ use divan::counter::BytesCount;
 use divan::Bencher;
 use powerinfer::quant::{gather_matvec, quantize_row, GgmlType, QMatrix, QuantizedVec};
 use powerinfer::sparse::down::TransposedDown;
+use powerinfer::sparse::gate_up::GateUpPairs;
 
 fn main() {
     divan::main();
@@ -85,6 +87,57 @@ fn gather_gate(bencher: Bencher, frac: f64) {
             let w = QMatrix::new(GgmlType::Q4_0, N_FF, D, &mats[c]).unwrap();
             gather_matvec(&w, &rows, &qx, &mut y);
             divan::black_box(&y);
+        });
+}
+
+/// Layers of gate and up cycled through by `gather_gate_then_up`: 18.9 MB each, 302 MB in all.
+const GATE_UP_COPIES: usize = 16;
+
+/// Gate rows of 12% of the neurons, then up rows of three quarters of them (the ones whose
+/// ReLU gate passed), from the model's two matrices or from their paired copy.
+#[divan::bench(args = [false, true])]
+fn gather_gate_then_up(bencher: Bencher, paired: bool) {
+    let ty = GgmlType::Q4_0;
+    let (g, u) = (matrix(N_FF, D, 1), matrix(N_FF, D, 2));
+    let layers: Vec<(Vec<u8>, Vec<u8>, Option<GateUpPairs>)> = (0..GATE_UP_COPIES)
+        .map(|_| {
+            let (g, u) = (g.clone(), u.clone());
+            let pairs = paired.then(|| {
+                let gate = QMatrix::new(ty, N_FF, D, &g).unwrap();
+                GateUpPairs::new(&gate, &QMatrix::new(ty, N_FF, D, &u).unwrap()).unwrap()
+            });
+            (g, u, pairs)
+        })
+        .collect();
+    let gated = subset(N_FF, N_FF * 12 / 100, 3);
+    let kept: Vec<u32> = gated.iter().copied().filter(|&i| i % 4 != 0).collect();
+    let rows = |list: &[u32], which: u32| -> Vec<u32> {
+        match paired {
+            true => list.iter().map(|&i| 2 * i + which).collect(),
+            false => list.to_vec(),
+        }
+    };
+    let (gate_rows, up_rows) = (rows(&gated, 0), rows(&kept, 1));
+    let mut rng = Rng(9);
+    let x: Vec<f32> = (0..D).map(|_| rng.f32()).collect();
+    let qx = QuantizedVec::new(ty, &x);
+    let (mut yg, mut yu) = (vec![0f32; gate_rows.len()], vec![0f32; up_rows.len()]);
+    let next = AtomicUsize::new(0);
+    let rb = D / 32 * 18;
+    bencher
+        .counter(BytesCount::new((gate_rows.len() + up_rows.len()) * rb))
+        .bench_local(|| {
+            let (g, u, pairs) = &layers[next.fetch_add(1, Ordering::Relaxed) % GATE_UP_COPIES];
+            let (gate, up) = match pairs {
+                Some(p) => (p.matrix(), p.matrix()),
+                None => (
+                    QMatrix::new(ty, N_FF, D, g).unwrap(),
+                    QMatrix::new(ty, N_FF, D, u).unwrap(),
+                ),
+            };
+            gather_matvec(&gate, &gate_rows, &qx, &mut yg);
+            gather_matvec(&up, &up_rows, &qx, &mut yu);
+            divan::black_box((&yg, &yu));
         });
 }
 

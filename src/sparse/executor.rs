@@ -6,6 +6,7 @@
 use powerinfer_predictors::Predictor;
 
 use super::down::TransposedDown;
+use super::gate_up::GateUpPairs;
 use super::{LayerThreshold, SparsityRule};
 use crate::backend::cpu::ops::{gelu, relu, silu};
 use crate::model::FfnKind;
@@ -16,6 +17,8 @@ pub struct SparseLayer {
     pub threshold: LayerThreshold,
     pub predictor: Option<Predictor>,
     pub down: TransposedDown,
+    /// Gate and up side by side, read instead of the model's two matrices when present.
+    pub gate_up: Option<GateUpPairs>,
 }
 
 /// The layer's weights as the dense path holds them.
@@ -153,6 +156,8 @@ struct Rounding {
 #[derive(Default)]
 struct TaskScratch {
     cand: Vec<u32>,
+    /// The candidates' row numbers in the gate/up pairs.
+    pair_rows: Vec<u32>,
     g: Vec<f32>,
     u: Vec<f32>,
     logits: Vec<f32>,
@@ -192,6 +197,12 @@ fn gather(
             }
         }
     }
+}
+
+/// `rows` set to the paired copy's row of each neuron in `neurons`: `2i + which` (0 gate, 1 up).
+fn pair_rows(neurons: &[u32], which: u32, rows: &mut Vec<u32>) {
+    rows.clear();
+    rows.extend(neurons.iter().map(|&i| 2 * i + which));
 }
 
 /// `slot` set to `x` quantised for `ty`, allocated on first use.
@@ -285,8 +296,16 @@ impl SparseLayer {
         t.predicted = t.cand.len() as u64;
         t.bytes = 0;
         let x = input.x;
+        // The paired copy when there is one: row 2i is gate i, 2i + 1 up i.
+        let pairs = self.gate_up.as_ref().map(|p| p.matrix());
         if let Some(gate) = &w.gate {
-            gather(gate, &t.cand, x, input.q_gate, &mut t.g, &mut t.row);
+            match &pairs {
+                Some(m) => {
+                    pair_rows(&t.cand, 0, &mut t.pair_rows);
+                    gather(m, &t.pair_rows, x, input.q_gate, &mut t.g, &mut t.row);
+                }
+                None => gather(gate, &t.cand, x, input.q_gate, &mut t.g, &mut t.row),
+            }
             t.bytes += gate.row_bytes() as u64 * t.cand.len() as u64;
             // A ReLU gate at or below zero makes the activation exactly zero whatever up is:
             // such neurons need no up row (in oracle mode that is ~90% of up's bytes).
@@ -309,7 +328,13 @@ impl SparseLayer {
                 t.g.truncate(k);
             }
         }
-        gather(&w.up, &t.cand, x, input.q_up, &mut t.u, &mut t.row);
+        match &pairs {
+            Some(m) if w.gate.is_some() => {
+                pair_rows(&t.cand, 1, &mut t.pair_rows);
+                gather(m, &t.pair_rows, x, input.q_up, &mut t.u, &mut t.row);
+            }
+            _ => gather(&w.up, &t.cand, x, input.q_up, &mut t.u, &mut t.row),
+        }
         t.bytes += w.up.row_bytes() as u64 * t.cand.len() as u64;
         // The activation and the product/relu rule: keep non-zero entries above threshold.
         t.keep.clear();

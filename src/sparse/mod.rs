@@ -4,6 +4,7 @@
 pub mod down;
 mod down_simd;
 mod executor;
+pub mod gate_up;
 pub mod hybrid;
 mod mode;
 mod rule;
