@@ -14,7 +14,7 @@ use divan::counter::BytesCount;
 use divan::Bencher;
 use powerinfer::quant::{gather_matvec, quantize_row, GgmlType, QMatrix, QuantizedVec};
 use powerinfer::sparse::down::TransposedDown;
-use powerinfer::sparse::gate_up::GateUpPairs;
+use powerinfer::sparse::records::NeuronRecords;
 
 fn main() {
     divan::main();
@@ -99,12 +99,12 @@ const GATE_UP_COPIES: usize = 16;
 fn gather_gate_then_up(bencher: Bencher, paired: bool) {
     let ty = GgmlType::Q4_0;
     let (g, u) = (matrix(N_FF, D, 1), matrix(N_FF, D, 2));
-    let layers: Vec<(Vec<u8>, Vec<u8>, Option<GateUpPairs>)> = (0..GATE_UP_COPIES)
+    let layers: Vec<(Vec<u8>, Vec<u8>, Option<NeuronRecords>)> = (0..GATE_UP_COPIES)
         .map(|_| {
             let (g, u) = (g.clone(), u.clone());
             let pairs = paired.then(|| {
                 let gate = QMatrix::new(ty, N_FF, D, &g).unwrap();
-                GateUpPairs::new(&gate, &QMatrix::new(ty, N_FF, D, &u).unwrap()).unwrap()
+                NeuronRecords::new(&gate, &QMatrix::new(ty, N_FF, D, &u).unwrap(), None).unwrap()
             });
             (g, u, pairs)
         })

@@ -265,7 +265,7 @@ fn print_tables(r: &BenchReport) {
             r.kv_cache_mib,
             r.n_ctx,
             if r.modes.iter().any(|m| m.mode != "dense") {
-                " + the sparse FFN's copies: gate/up paired, down neuron-major"
+                " + the sparse FFN's copies: per-neuron records of gate, up and down, and the down scales"
             } else {
                 ""
             }

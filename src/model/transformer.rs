@@ -7,8 +7,8 @@ use super::{FfnObserver, ModelConfig, ModelError, State, Weights};
 use crate::backend::Backend;
 use crate::gguf::GgufFile;
 use crate::sparse::down::TransposedDown;
-use crate::sparse::gate_up::GateUpPairs;
 use crate::sparse::hybrid::LayerUpload;
+use crate::sparse::records::NeuronRecords;
 use crate::sparse::{LayerThreshold, Sidecar, SparseLayer};
 
 /// The sidecar's per-layer data, ready for the sparse FFN.
@@ -96,19 +96,20 @@ impl<B: Backend> Model<B> {
                 .map(|p| p.to_predictor())
                 .transpose()
                 .map_err(|e| ModelError::Config(format!("layer {il} predictor: {e}")))?;
-            let gate_up = match &lw.gate {
+            let mut down = TransposedDown::new(&down);
+            let records = match &lw.gate {
                 Some(g) => self
                     .backend
                     .host_matrix(g)
                     .zip(self.backend.host_matrix(&lw.up))
-                    .and_then(|(g, u)| GateUpPairs::new(&g, &u)),
+                    .and_then(|(g, u)| NeuronRecords::new(&g, &u, Some(&mut down))),
                 None => None,
             };
             layers.push(SparseLayer {
                 threshold: sl.threshold,
                 predictor,
-                down: TransposedDown::new(&down),
-                gate_up,
+                down,
+                records,
             });
         }
         let all: Vec<Vec<u32>>;

@@ -7,6 +7,8 @@
 //! (integer levels with the format's own group scales, see `quant::row_levels`), so the
 //! sparse result equals the dense one up to f32 summation order.
 
+use std::sync::Arc;
+
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
@@ -58,7 +60,25 @@ enum Levels {
     I8(HugeVec<i8>),
     /// Levels spanning at most 16 values (the 4-bit formats): `q = nibble + bias`, two per
     /// byte in blocks of [`NIB_BLOCK`] rows. Half the bytes of `I8`.
-    Nibbles { bias: i8, q: HugeVec<u8> },
+    Nibbles { bias: i8, q: NibbleStore },
+}
+
+/// Where the packed levels live: neuron `j`'s `d / 2` bytes at `offset + j * stride` of
+/// `data`. A buffer of their own at first (`stride = d / 2`); the sparse FFN may move them
+/// into a slot of each neuron's record beside its gate and up rows (`gate_up`), where the
+/// hardware prefetcher that follows a kept neuron's up row brings them in on the way.
+struct NibbleStore {
+    data: Arc<HugeVec<u8>>,
+    offset: usize,
+    stride: usize,
+}
+
+impl NibbleStore {
+    /// Bytes of neuron `j`'s levels from row `r0` (even) on, `len` of them.
+    fn bytes(&self, j: usize, r0: usize, len: usize) -> &[u8] {
+        let start = self.offset + j * self.stride + r0 / 2;
+        &self.data[start..start + len]
+    }
 }
 
 /// Per-group scales (or offsets), group-major: f16 when every value is exactly an f16 (the
@@ -129,14 +149,19 @@ impl Levels {
             });
         Levels::Nibbles {
             bias: lo,
-            q: packed,
+            q: NibbleStore {
+                data: Arc::new(packed),
+                offset: 0,
+                stride: d / 2,
+            },
         }
     }
 
-    fn n_bytes(&self) -> usize {
+    /// Bytes of the levels of `n` neurons of `d` rows.
+    fn n_bytes(&self, n: usize, d: usize) -> usize {
         match self {
-            Levels::I8(q) => q.len(),
-            Levels::Nibbles { q, .. } => q.len(),
+            Levels::I8(_) => n * d,
+            Levels::Nibbles { .. } => n * d / 2,
         }
     }
 
@@ -145,9 +170,7 @@ impl Levels {
         let start = j * d + r0;
         match self {
             Levels::I8(q) => axpy_i8(y, a, &q[start..start + y.len()]),
-            Levels::Nibbles { bias, q } => {
-                axpy_nib(y, a, &q[start / 2..(start + y.len()) / 2], *bias)
-            }
+            Levels::Nibbles { bias, q } => axpy_nib(y, a, q.bytes(j, r0, y.len() / 2), *bias),
         }
     }
 }
@@ -220,12 +243,63 @@ impl TransposedDown {
         }
     }
 
+    /// Bytes of one neuron's levels when they are packed 4-bit ones, which
+    /// [`TransposedDown::share_levels`] can move; `None` otherwise.
+    pub fn nibble_bytes(&self) -> Option<usize> {
+        match &self.repr {
+            Repr::Levels {
+                q: Levels::Nibbles { .. },
+                ..
+            } => Some(self.d_model / 2),
+            _ => None,
+        }
+    }
+
+    /// Copy the packed levels into `records` (neuron `j`'s at `offset + j * stride`), read them
+    /// from there from now on, and return the buffer, shared, for its other users. `records`
+    /// is returned untouched where the levels are not packed nibbles.
+    pub fn share_levels(
+        &mut self,
+        mut records: HugeVec<u8>,
+        offset: usize,
+        stride: usize,
+    ) -> Arc<HugeVec<u8>> {
+        let len = self.d_model / 2;
+        let Repr::Levels {
+            q: Levels::Nibbles { q, .. },
+            ..
+        } = &mut self.repr
+        else {
+            return Arc::new(records);
+        };
+        assert!(
+            stride >= len && offset + len <= stride && records.len() >= self.n_ff * stride,
+            "records too small for the levels"
+        );
+        records
+            .par_chunks_mut(stride)
+            .take(self.n_ff)
+            .enumerate()
+            .for_each(|(j, rec)| rec[offset..offset + len].copy_from_slice(q.bytes(j, 0, len)));
+        let shared = Arc::new(records);
+        *q = NibbleStore {
+            data: Arc::clone(&shared),
+            offset,
+            stride,
+        };
+        shared
+    }
+
     /// Bytes held (for memory reports).
     pub fn n_bytes(&self) -> usize {
         match &self.repr {
             Repr::Levels {
                 q, scale, offset, ..
-            } => q.n_bytes() + scale.n_bytes() + offset.as_ref().map_or(0, Scales::n_bytes),
+            } => {
+                q.n_bytes(self.n_ff, self.d_model)
+                    + scale.n_bytes()
+                    + offset.as_ref().map_or(0, Scales::n_bytes)
+            }
             Repr::Float(w) => 2 * w.len(),
         }
     }
@@ -250,7 +324,7 @@ impl TransposedDown {
                     last = g;
                 }
                 let per_group = scale.elem_bytes() + offset.as_ref().map_or(0, Scales::elem_bytes);
-                q.n_bytes() / self.n_ff.max(1) * active.len() + groups * d * per_group
+                q.n_bytes(active.len(), d) + groups * d * per_group
             }
         }
     }
@@ -391,7 +465,9 @@ impl TransposedDown {
             Some(Scales::F32(_)) => return None,
         };
         Some(down_simd::NibbleF16 {
-            q,
+            q: &q.data[q.offset..],
+            stride: q.stride,
+            n_ff: self.n_ff,
             bias: *bias,
             scale,
             offset,

@@ -24,8 +24,10 @@ pub(super) const ROWS: usize = 64;
 
 /// The 4-bit levels and f16 scales of one neuron-major down matrix.
 pub(super) struct NibbleF16<'a> {
-    /// Packed levels, neuron after neuron, `d / 2` bytes each.
+    /// Packed levels: neuron `j`'s `d / 2` bytes start at `j * stride`.
     pub q: &'a [u8],
+    pub stride: usize,
+    pub n_ff: usize,
     /// Added to every nibble to give the level.
     pub bias: i8,
     /// Group-major scales `[group][d]`.
@@ -81,7 +83,8 @@ pub(super) fn accumulate_with(
     assert!(!wide || wide_available(), "no AVX-512 here");
     assert!(r0.is_multiple_of(ROWS) && out.len().is_multiple_of(ROWS));
     assert!(r0 + out.len() <= m.d && m.d.is_multiple_of(ROWS));
-    let n_ff = m.q.len() * 2 / m.d.max(1);
+    let n_ff = m.n_ff;
+    assert!(m.stride >= m.d / 2 && (n_ff == 0 || (n_ff - 1) * m.stride + m.d / 2 <= m.q.len()));
     assert!(active
         .iter()
         .all(|&j| (j as usize) < n_ff && (j as usize) < a.len()));
@@ -134,13 +137,14 @@ unsafe fn accumulate_avx512(
 /// One group's block of [`ROWS`] output rows at `o` (already holding the earlier groups'
 /// sums): `acc = Σ_j fma(level_j, a_j, acc)` over the neurons `js` (in order, from zero), then
 /// `o = fma(acc, scale, o)` and, with offsets, `o = fma(offset, sum_a, o)`; `lv` points at the
-/// block's levels of neuron 0 (`d / 2` bytes a neuron), `s` and `off` at its scales and offsets.
+/// block's levels of neuron 0 (`stride` bytes from a neuron's to the next), `s` and `off` at
+/// its scales and offsets.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn block<const WIDE: bool>(
     lv: *const u8,
-    half_d: usize,
+    stride: usize,
     bias: i8,
     js: &[u32],
     a: &[f32],
@@ -153,7 +157,7 @@ unsafe fn block<const WIDE: bool>(
     let bias = _mm256_set1_epi8(bias);
     // The 64 levels of neuron `j`: rows 0..32 (low nibbles) and 32..64 (high nibbles).
     let levels = |j: usize| {
-        let bytes = _mm256_loadu_si256(lv.add(j * half_d) as *const __m256i);
+        let bytes = _mm256_loadu_si256(lv.add(j * stride) as *const __m256i);
         let lo = _mm256_add_epi8(_mm256_and_si256(bytes, mask), bias);
         let hi = _mm256_add_epi8(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask), bias);
         [lo, hi]
@@ -251,7 +255,7 @@ unsafe fn accumulate_body<const WIDE: bool>(
             prefetch(&off[rows]);
         }
         for &j in &active[..end] {
-            let start = (j as usize * d + r0) / 2;
+            let start = j as usize * m.stride + r0 / 2;
             prefetch(&m.q[start..start + n / 2]);
         }
     }
@@ -277,7 +281,7 @@ unsafe fn accumulate_body<const WIDE: bool>(
             prefetch_block(m, next, r0 + blk);
             block::<WIDE>(
                 q.add((r0 + blk) / 2),
-                d / 2,
+                m.stride,
                 m.bias,
                 js,
                 a,
@@ -317,7 +321,9 @@ unsafe fn prefetch_block(m: &NibbleF16, next: &[u32], r: usize) {
     // 32 bytes of levels a neuron: a line every other block.
     if (r / ROWS).is_multiple_of(2) {
         for &j in next {
-            _mm_prefetch::<_MM_HINT_T1>(m.q.as_ptr().add((j as usize * m.d + r) / 2) as *const i8);
+            _mm_prefetch::<_MM_HINT_T1>(
+                m.q.as_ptr().add(j as usize * m.stride + r / 2) as *const i8
+            );
         }
     }
 }

@@ -6,7 +6,7 @@
 use powerinfer_predictors::Predictor;
 
 use super::down::TransposedDown;
-use super::gate_up::GateUpPairs;
+use super::records::NeuronRecords;
 use super::{LayerThreshold, SparsityRule};
 use crate::backend::cpu::ops::{gelu, relu, silu};
 use crate::model::FfnKind;
@@ -17,8 +17,9 @@ pub struct SparseLayer {
     pub threshold: LayerThreshold,
     pub predictor: Option<Predictor>,
     pub down: TransposedDown,
-    /// Gate and up side by side, read instead of the model's two matrices when present.
-    pub gate_up: Option<GateUpPairs>,
+    /// Each neuron's gate and up rows (and down levels) side by side, read instead of the
+    /// model's two matrices when present.
+    pub records: Option<NeuronRecords>,
 }
 
 /// The layer's weights as the dense path holds them.
@@ -156,8 +157,8 @@ struct Rounding {
 #[derive(Default)]
 struct TaskScratch {
     cand: Vec<u32>,
-    /// The candidates' row numbers in the gate/up pairs.
-    pair_rows: Vec<u32>,
+    /// The candidates' row numbers in the records.
+    record_rows: Vec<u32>,
     g: Vec<f32>,
     u: Vec<f32>,
     logits: Vec<f32>,
@@ -199,10 +200,10 @@ fn gather(
     }
 }
 
-/// `rows` set to the paired copy's row of each neuron in `neurons`: `2i + which` (0 gate, 1 up).
-fn pair_rows(neurons: &[u32], which: u32, rows: &mut Vec<u32>) {
+/// `rows` set to the records' row of each neuron in `neurons`: `slots·i + which` (0 gate, 1 up).
+fn record_rows(neurons: &[u32], slots: u32, which: u32, rows: &mut Vec<u32>) {
     rows.clear();
-    rows.extend(neurons.iter().map(|&i| 2 * i + which));
+    rows.extend(neurons.iter().map(|&i| slots * i + which));
 }
 
 /// `slot` set to `x` quantised for `ty`, allocated on first use.
@@ -296,13 +297,16 @@ impl SparseLayer {
         t.predicted = t.cand.len() as u64;
         t.bytes = 0;
         let x = input.x;
-        // The paired copy when there is one: row 2i is gate i, 2i + 1 up i.
-        let pairs = self.gate_up.as_ref().map(|p| p.matrix());
+        // The records when there are: row `slots·i` is gate i, the next up i.
+        let records = self
+            .records
+            .as_ref()
+            .map(|r| (r.matrix(), r.slots() as u32));
         if let Some(gate) = &w.gate {
-            match &pairs {
-                Some(m) => {
-                    pair_rows(&t.cand, 0, &mut t.pair_rows);
-                    gather(m, &t.pair_rows, x, input.q_gate, &mut t.g, &mut t.row);
+            match &records {
+                Some((m, slots)) => {
+                    record_rows(&t.cand, *slots, 0, &mut t.record_rows);
+                    gather(m, &t.record_rows, x, input.q_gate, &mut t.g, &mut t.row);
                 }
                 None => gather(gate, &t.cand, x, input.q_gate, &mut t.g, &mut t.row),
             }
@@ -328,10 +332,10 @@ impl SparseLayer {
                 t.g.truncate(k);
             }
         }
-        match &pairs {
-            Some(m) if w.gate.is_some() => {
-                pair_rows(&t.cand, 1, &mut t.pair_rows);
-                gather(m, &t.pair_rows, x, input.q_up, &mut t.u, &mut t.row);
+        match &records {
+            Some((m, slots)) if w.gate.is_some() => {
+                record_rows(&t.cand, *slots, 1, &mut t.record_rows);
+                gather(m, &t.record_rows, x, input.q_up, &mut t.u, &mut t.row);
             }
             _ => gather(&w.up, &t.cand, x, input.q_up, &mut t.u, &mut t.row),
         }

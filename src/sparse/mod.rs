@@ -4,9 +4,9 @@
 pub mod down;
 mod down_simd;
 mod executor;
-pub mod gate_up;
 pub mod hybrid;
 mod mode;
+pub mod records;
 mod rule;
 pub mod sidecar;
 
