@@ -5,8 +5,8 @@ mod quant_common;
 mod common;
 
 use powerinfer::quant::{
-    dequantize_row, dot_kernel, gather_matvec, matmul, matvec, matvec_q, scalar, vec_dot, GgmlType,
-    QMatrix, QuantizedVec,
+    dequantize_row, dot_kernel, gather_matvec, matmul, matvec, matvec_many, matvec_q, scalar,
+    vec_dot, GgmlType, QMatrix, QuantizedVec,
 };
 use quant_common::{random_row, Rng};
 
@@ -182,6 +182,64 @@ fn matvec_equals_naive_reference() {
             }
         }
     }
+}
+
+/// Several matrices in one section (attention's q, k and v) give each output the bits of its
+/// own `matvec`, for shapes on the serial path, shapes whose task chunks straddle matrices, and
+/// a single matrix; mismatched matrices are refused.
+#[test]
+fn matvec_many_equals_separate_matvecs_bit_exactly() {
+    let mut rng = Rng::new(6);
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+    ] {
+        for (shapes, cols) in [
+            (vec![7, 3, 5], 256),
+            (vec![1024, 256, 256], 1024),
+            (vec![515, 129, 771, 64], 512),
+            (vec![900], 2048),
+        ] {
+            let data: Vec<Vec<u8>> = shapes
+                .iter()
+                .map(|&r| random_matrix(&mut rng, ty, r, cols))
+                .collect();
+            let ws: Vec<QMatrix> = shapes
+                .iter()
+                .zip(&data)
+                .map(|(&r, d)| QMatrix::new(ty, r, cols, d).unwrap())
+                .collect();
+            let x = rng.vec(cols);
+            let mut got: Vec<Vec<f32>> = shapes.iter().map(|&r| vec![f32::NAN; r]).collect();
+            let mut outs: Vec<&mut [f32]> = got.iter_mut().map(|v| &mut v[..]).collect();
+            matvec_many(&ws, &x, &mut outs);
+            for (w, got) in ws.iter().zip(&got) {
+                let mut want = vec![0.0; w.rows];
+                matvec(w, &x, &mut want);
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{ty} {shapes:?}x{cols}"
+                );
+            }
+        }
+    }
+    let (a, b) = (
+        random_matrix(&mut rng, GgmlType::Q4_0, 4, 256),
+        random_matrix(&mut rng, GgmlType::Q8_0, 4, 256),
+    );
+    let ws = [
+        QMatrix::new(GgmlType::Q4_0, 4, 256, &a).unwrap(),
+        QMatrix::new(GgmlType::Q8_0, 4, 256, &b).unwrap(),
+    ];
+    let (mut y0, mut y1) = (vec![0.0; 4], vec![0.0; 4]);
+    let x = rng.vec(256);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        matvec_many(&ws, &x, &mut [&mut y0, &mut y1])
+    }));
+    assert!(r.is_err(), "matrices of two types were accepted");
 }
 
 #[test]

@@ -57,6 +57,14 @@ pub trait Backend: Send + Sync {
     fn embed(&self, table: &Self::Weight, tokens: &[u32], scale: f32, out: &mut Self::Tensor);
     /// `out = x Wᵀ`: each row of x through the matrix.
     fn matmul(&self, w: &Self::Weight, x: &Self::Tensor, out: &mut Self::Tensor);
+    /// `outs[i] = x Wᵢᵀ` for matrices that share the input (attention's q, k and v): one
+    /// call so that a backend can run them as one parallel section. Each output is what
+    /// [`Backend::matmul`] gives it.
+    fn matmul_many(&self, ws: &[&Self::Weight], x: &Self::Tensor, outs: &mut [&mut Self::Tensor]) {
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            self.matmul(w, x, out);
+        }
+    }
     /// RMS-normalise each length-`w.len()` segment of every row and multiply by `w` (covers
     /// both whole-row norms and gemma's per-head q/k norms).
     fn rms_norm(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32, out: &mut Self::Tensor);

@@ -72,9 +72,11 @@ impl<B: Backend> Model<B> {
     pub(super) fn attn_qkv(&self, lw: &LayerWeights<B>, a: &mut Activations<B>) {
         let (b, c) = (&self.backend, &self.config);
         b.rms_norm(&a.x, &lw.attn_norm, c.rms_eps, &mut a.h);
-        b.matmul(&lw.wq, &a.h, &mut a.q);
-        b.matmul(&lw.wk, &a.h, &mut a.k);
-        b.matmul(&lw.wv, &a.h, &mut a.v);
+        b.matmul_many(
+            &[&lw.wq, &lw.wk, &lw.wv],
+            &a.h,
+            &mut [&mut a.q, &mut a.k, &mut a.v],
+        );
         if let Some(bias) = &lw.bq {
             b.add_bias(&mut a.q, bias);
         }

@@ -54,29 +54,8 @@ pub fn matvec_q(w: &QMatrix, x: &QuantizedVec, y: &mut [f32]) {
     assert_eq!(y.len(), w.rows, "matvec output length");
     assert_eq!(w.data.len(), w.rows * w.row_bytes(), "matrix data length");
     check_pair(w.ty, w.row_bytes(), x);
-    let k = kernel(w);
     let rb = w.row_bytes();
-    // Where there is a four-row kernel for the format ([`contiguous_rows4`]), rows go four at
-    // a time through it, each group prefetching a later one as it goes; the others (and the
-    // last rows) one at a time, each asking for the bytes [`STREAM_PREFETCH_BYTES`] further
-    // on: the hardware prefetcher alone kept a 2-core VM's Q4_0 matvec at 8 GB/s, stalled on
-    // the weight loads, a third of its read bandwidth.
-    let k4 = contiguous_rows4(w);
-    let rows = |y: &mut [f32], data: &[u8]| {
-        let done = match k4 {
-            Some(k4) => contiguous_groups4(k4, rb, x, y, data),
-            None => 0,
-        };
-        for (i, (y, row)) in y
-            .iter_mut()
-            .zip(data.chunks_exact(rb))
-            .enumerate()
-            .skip(done)
-        {
-            prefetch_ahead(data, i * rb, rb);
-            *y = k.dot(row, x);
-        }
-    };
+    let rows = |y: &mut [f32], data: &[u8]| stream_rows(w, x, y, data);
     if serial(w, w.rows) {
         return rows(y, w.data);
     }
@@ -84,6 +63,94 @@ pub fn matvec_q(w: &QMatrix, x: &QuantizedVec, y: &mut [f32]) {
     crate::parallel::for_chunks_mut(y, chunk, |i, y| {
         let start = i * chunk * rb;
         rows(y, &w.data[start..start + y.len() * rb])
+    });
+}
+
+/// `y = rows · x` for consecutive rows `data` of `w`'s type and width, on the calling thread.
+///
+/// Where there is a four-row kernel for the format ([`contiguous_rows4`]), rows go four at a
+/// time through it, each group prefetching a later one as it goes; the others (and the last
+/// rows) one at a time, each asking for the bytes [`STREAM_PREFETCH_BYTES`] further on: the
+/// hardware prefetcher alone kept a 2-core VM's Q4_0 matvec at 8 GB/s, stalled on the weight
+/// loads, a third of its read bandwidth.
+fn stream_rows(w: &QMatrix, x: &QuantizedVec, y: &mut [f32], data: &[u8]) {
+    let (k, rb) = (kernel(w), w.row_bytes());
+    let done = match contiguous_rows4(w) {
+        Some(k4) => contiguous_groups4(k4, rb, x, y, data),
+        None => 0,
+    };
+    for (i, (y, row)) in y
+        .iter_mut()
+        .zip(data.chunks_exact(rb))
+        .enumerate()
+        .skip(done)
+    {
+        prefetch_ahead(data, i * rb, rb);
+        *y = k.dot(row, x);
+    }
+}
+
+/// The most matrices [`matvec_many`] takes.
+pub const MATVEC_MANY_MAX: usize = 4;
+
+/// `ys[i] = ws[i] x` for matrices of one type and width (attention's q, k and v), as one
+/// parallel section: `x` is quantised once, and the row chunks of all the matrices are tasks
+/// of the same section, so the threads synchronise once rather than once per matrix and none
+/// waits at the end of a small matrix. Each output gets the bits `matvec` gives it.
+pub fn matvec_many(ws: &[QMatrix], x: &[f32], ys: &mut [&mut [f32]]) {
+    assert!(
+        !ws.is_empty() && ws.len() <= MATVEC_MANY_MAX && ws.len() == ys.len(),
+        "matvec_many takes 1 to {MATVEC_MANY_MAX} matrices and as many outputs"
+    );
+    let (ty, cols) = (ws[0].ty, ws[0].cols);
+    assert!(
+        ws.iter().all(|w| w.ty == ty && w.cols == cols),
+        "matvec_many matrices differ in type or width"
+    );
+    XQ.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut q) => {
+            q.set(ty, x);
+            matvec_many_q(ws, &q, ys);
+        }
+        Err(_) => matvec_many_q(ws, &QuantizedVec::new(ty, x), ys),
+    })
+}
+
+fn matvec_many_q(ws: &[QMatrix], x: &QuantizedVec, ys: &mut [&mut [f32]]) {
+    for (w, y) in ws.iter().zip(ys.iter()) {
+        assert_eq!(y.len(), w.rows, "matvec output length");
+        assert_eq!(w.data.len(), w.rows * w.row_bytes(), "matrix data length");
+        check_pair(w.ty, w.row_bytes(), x);
+    }
+    let rb = ws[0].row_bytes();
+    let total: usize = ws.iter().map(|w| w.rows).sum();
+    if total * rb < SERIAL_BYTES || crate::parallel::threads() <= 1 {
+        for (w, y) in ws.iter().zip(ys.iter_mut()) {
+            stream_rows(w, x, y, w.data);
+        }
+        return;
+    }
+    let chunk = rows_per_task(total, rb);
+    let mut tasks = [0usize; MATVEC_MANY_MAX];
+    let mut outs = [(0usize, 0usize); MATVEC_MANY_MAX];
+    for (i, (w, y)) in ws.iter().zip(ys.iter_mut()).enumerate() {
+        tasks[i] = w.rows.div_ceil(chunk);
+        outs[i] = (y.as_mut_ptr() as usize, y.len());
+    }
+    let n_tasks: usize = tasks.iter().sum();
+    crate::parallel::for_each(n_tasks, |mut t| {
+        let mut m = 0;
+        while t >= tasks[m] {
+            t -= tasks[m];
+            m += 1;
+        }
+        let w = &ws[m];
+        let (r0, r1) = (t * chunk, ((t + 1) * chunk).min(w.rows));
+        // SAFETY: `outs[m]` is `ys[m]`, borrowed mutably for this call; the tasks of matrix
+        // `m` write the disjoint row ranges `r0..r1` of it, each exactly once.
+        let y = unsafe { std::slice::from_raw_parts_mut((outs[m].0 as *mut f32).add(r0), r1 - r0) };
+        debug_assert!(r1 <= outs[m].1);
+        stream_rows(w, x, y, &w.data[r0 * rb..r1 * rb]);
     });
 }
 

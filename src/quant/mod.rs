@@ -28,6 +28,8 @@ pub use ggml_type::{GgmlType, QK_K};
 pub use levels::{level_group, row_levels};
 pub use matrix::QMatrix;
 pub(crate) use matvec::prefetch;
-pub use matvec::{gather_matvec, gather_matvec_serial, matmul, matvec, matvec_q};
+pub use matvec::{
+    gather_matvec, gather_matvec_serial, matmul, matvec, matvec_many, matvec_q, MATVEC_MANY_MAX,
+};
 pub use quantize::quantize_row;
 pub use qvec::{activation_type, round_activations, QuantizedVec};

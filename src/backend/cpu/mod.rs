@@ -154,6 +154,35 @@ impl Backend for CpuBackend {
         }
     }
 
+    /// One decode row through matrices of one type and width: one parallel section
+    /// (`quant::matvec_many`); anything else as separate products.
+    fn matmul_many(&self, ws: &[&CpuWeight], x: &CpuTensor, outs: &mut [&mut CpuTensor]) {
+        let fused = x.rows == 1
+            && !self.f32_activations
+            && ws.len() == outs.len()
+            && ws.len() <= quant::MATVEC_MANY_MAX
+            && ws
+                .iter()
+                .all(|w| w.ty == ws[0].ty && w.cols == ws[0].cols && w.cols == x.cols);
+        if !fused {
+            for (w, out) in ws.iter().zip(outs.iter_mut()) {
+                self.matmul(w, x, out);
+            }
+            return;
+        }
+        // Fixed-size arrays, so that decoding does not allocate.
+        let n = ws.len();
+        let ms: [quant::QMatrix; quant::MATVEC_MANY_MAX] =
+            std::array::from_fn(|i| ws[i.min(n - 1)].qmatrix());
+        let mut outs = outs.iter_mut().zip(ws).map(|(o, w)| {
+            o.resize(1, w.rows);
+            &mut o.data[..]
+        });
+        let mut ys: [&mut [f32]; quant::MATVEC_MANY_MAX] =
+            std::array::from_fn(|_| outs.next().unwrap_or_default());
+        quant::matvec_many(&ms[..n], &x.data, &mut ys[..n]);
+    }
+
     fn rms_norm(&self, x: &CpuTensor, w: &CpuTensor, eps: f32, out: &mut CpuTensor) {
         out.resize(x.rows, x.cols);
         let seg = w.cols;
