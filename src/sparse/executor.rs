@@ -297,10 +297,14 @@ impl SparseLayer {
         t.predicted = t.cand.len() as u64;
         t.bytes = 0;
         let x = input.x;
-        // The records when there are: row `slots·i` is gate i, the next up i.
+        // The records when there are (row `slots·i` is gate i, the next up i), except when
+        // every neuron is a candidate: then gate is read whole, and the model's own matrix is
+        // one contiguous stream where the records would make it a strided one (the
+        // prefetcher would bring in every record's up row and levels with it).
         let records = self
             .records
             .as_ref()
+            .filter(|_| !matches!(cands, Candidates::All))
             .map(|r| (r.matrix(), r.slots() as u32));
         if let Some(gate) = &w.gate {
             match &records {

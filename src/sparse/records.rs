@@ -148,8 +148,8 @@ mod tests {
         }
     }
 
-    /// The sparse FFN gives the same bits from the records (with and without the down
-    /// levels) as from the separate matrices, for the relu rule (up read only where the gate
+    /// The sparse FFN over listed candidates gives the same bits from the records (with and
+    /// without the down levels) as from the separate matrices, for the relu rule (up read only where the gate
     /// passes), the gate rule, and the product rule (up read for every candidate).
     #[test]
     fn sparse_ffn_is_unchanged_by_the_records() {
@@ -196,10 +196,12 @@ mod tests {
                 gate: Some(gate),
                 up,
             };
+            // A listed candidate set (as a predictor's): the records are read for those.
+            let listed: Vec<u32> = (0..n_ff as u32).filter(|j| j % 3 != 1).collect();
             let run = |l: &SparseLayer| {
                 let mut s = SparseScratch::default();
                 let mut out = vec![0f32; d];
-                l.forward_row(kind, &w, &x, true, false, &mut s, &mut out);
+                l.forward_listed(kind, &w, &x, &listed, false, &mut s, &mut out);
                 (out, s.counters.computed)
             };
             let (a, ka) = run(&layer(0));
