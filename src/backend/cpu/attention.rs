@@ -13,14 +13,13 @@ use half::slice::HalfFloatSliceExt;
 use super::{CpuKvCache, CpuTensor};
 use crate::backend::AttnParams;
 
-struct Scratch {
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    acc: Vec<f32>,
-}
-
 /// `out` row i = attention of query row i (at position `pos0 + i`) over cached positions.
+///
+/// The work is cut into units of one query row and `hpu` heads that share a KV head: a unit
+/// goes through its keys and values once, position by position, updating each of its heads,
+/// so the heads' independent softmax chains overlap instead of running one after another
+/// (each head still gets exactly its own operations in their order). `hpu` is the largest
+/// divisor of the group size that still leaves two units per thread.
 pub fn attention(
     q: &CpuTensor,
     cache: &CpuKvCache,
@@ -35,51 +34,62 @@ pub fn attention(
     let keys = cache.layer_k(layer);
     let values = cache.layer_v(layer);
     out.resize(q.rows, p.n_head * hd);
-    // A few tasks per thread, each a run of (query row, head) pairs with its own scratch.
-    let pairs = q.rows * p.n_head;
-    let per_task = pairs.div_ceil(4 * crate::parallel::threads());
-    crate::parallel::for_chunks_mut(&mut out.data, per_task * hd, |t, run| {
-        let s = &mut Scratch {
-            q: vec![0.0; hd],
-            k: vec![0.0; hd],
-            v: vec![0.0; hd],
-            acc: vec![0.0; hd],
-        };
-        for (n, o) in run.chunks_exact_mut(hd).enumerate() {
-            let idx = t * per_task + n;
-            let (i, h) = (idx / p.n_head, idx % p.n_head);
+    let threads = crate::parallel::threads();
+    let hpu = (1..=group)
+        .rev()
+        .find(|&h| group.is_multiple_of(h) && q.rows * p.n_head / h >= 2 * threads)
+        .unwrap_or(1);
+    let units_per_row = p.n_head / hpu;
+    // A few tasks per thread, each a run of units with its own scratch.
+    let units = q.rows * units_per_row;
+    let per_task = units.div_ceil(4 * threads);
+    crate::parallel::for_chunks_mut(&mut out.data, per_task * hpu * hd, |t, run| {
+        let mut qs = vec![0f32; hpu * hd];
+        let mut acc = vec![0f32; hpu * hd];
+        let mut tmp = vec![0f32; hd];
+        let mut max = vec![f32::NEG_INFINITY; hpu];
+        let mut sum = vec![0f32; hpu];
+        for (n, o) in run.chunks_exact_mut(hpu * hd).enumerate() {
+            let unit = t * per_task + n;
+            let (i, h0) = (unit / units_per_row, unit % units_per_row * hpu);
             let pos = pos0 + i;
             let lo = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-            let g = h / group;
-            for (d, &v) in s.q.iter_mut().zip(&q.row(i)[h * hd..(h + 1) * hd]) {
+            let g = h0 / group;
+            for (d, &v) in qs.iter_mut().zip(&q.row(i)[h0 * hd..(h0 + hpu) * hd]) {
                 *d = round_f16(v);
             }
-            s.acc.fill(0.0);
-            let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+            acc.fill(0.0);
+            max.fill(f32::NEG_INFINITY);
+            sum.fill(0.0);
             for j in lo..=pos {
                 let at = j * kv_dim + g * hd;
-                let score = key_dot(&s.q, &keys[at..at + hd], &mut s.k) * p.scale;
-                // Rescale what was accumulated when the running maximum grows.
-                let (old_scale, weight) = if score > max {
-                    let r = (max - score).exp();
-                    max = score;
-                    (r, 1.0)
-                } else {
-                    (1.0, (score - max).exp())
-                };
-                value_update(
-                    &mut s.acc,
-                    &values[at..at + hd],
-                    old_scale,
-                    weight,
-                    &mut s.v,
-                );
-                // One rounding, as GCC compiles ggml's `S = S*ms + vs` with FMA.
-                sum = sum * old_scale + weight;
+                let (k, v) = (&keys[at..at + hd], &values[at..at + hd]);
+                for h in 0..hpu {
+                    let score = key_dot(&qs[h * hd..(h + 1) * hd], k, &mut tmp) * p.scale;
+                    // Rescale what was accumulated when the running maximum grows.
+                    let (old_scale, weight) = if score > max[h] {
+                        let r = (max[h] - score).exp();
+                        max[h] = score;
+                        (r, 1.0)
+                    } else {
+                        (1.0, (score - max[h]).exp())
+                    };
+                    value_update(
+                        &mut acc[h * hd..(h + 1) * hd],
+                        v,
+                        old_scale,
+                        weight,
+                        &mut tmp,
+                    );
+                    // One rounding, as GCC compiles ggml's `S = S*ms + vs` with FMA.
+                    sum[h] = sum[h] * old_scale + weight;
+                }
             }
-            let inv = 1.0 / sum;
-            for (o, &a) in o.iter_mut().zip(&s.acc) {
-                *o = a * inv;
+            for (h, o) in o.chunks_exact_mut(hd).enumerate() {
+                let inv = 1.0 / sum[h];
+                for (o, &a) in o.iter_mut().zip(&acc[h * hd..(h + 1) * hd]) {
+                    *o = a * inv;
+                }
             }
         }
     });
@@ -295,6 +305,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// However many heads a unit takes (it follows the thread count), every head gets the
+    /// same bits: one thread makes units of four heads here, eight threads units of one.
+    #[test]
+    fn heads_per_unit_does_not_change_the_bits() {
+        let mut seed = 3;
+        let p = AttnParams {
+            n_head: 8,
+            n_head_kv: 2,
+            head_dim: 64,
+            scale: 0.125,
+            window: None,
+        };
+        let (n_prev, n_ctx, kv_dim) = (37, 64, 2 * 64);
+        let b = CpuBackend::new();
+        let mut cache = b.new_kv_cache(1, n_ctx, kv_dim);
+        let k = CpuTensor::from_vec(
+            rand_vec((n_prev + 1) * kv_dim, &mut seed),
+            n_prev + 1,
+            kv_dim,
+        );
+        let v = CpuTensor::from_vec(
+            rand_vec((n_prev + 1) * kv_dim, &mut seed),
+            n_prev + 1,
+            kv_dim,
+        );
+        b.store_kv(&mut cache, 0, 0, &k, &v);
+        let q = CpuTensor::from_vec(
+            rand_vec(8 * 64, &mut seed)
+                .iter()
+                .map(|x| x * 4.0)
+                .collect(),
+            1,
+            8 * 64,
+        );
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut out = CpuTensor::default();
+            pool.install(|| attention(&q, &cache, 0, n_prev, p, &mut out));
+            out.data.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        };
+        let one = run(1);
+        assert!(one.iter().any(|&b| b != 0));
+        assert_eq!(one, run(8));
     }
 
     #[test]
