@@ -1,7 +1,7 @@
 //! The memory-bound steps of the sparse FFN on a 1B-class layer (d_model 2048, 8192 neurons,
 //! Q4_0, as the synthetic benchmark model): the gather-matvec over the predicted rows of gate
-//! (and of gate then up, from the two matrices or their paired copy), and the accumulation of
-//! the kept neurons' down columns. GB/s = bytes touched / time.
+//! (and of gate then up, from the two matrices or their per-neuron records), and the
+//! accumulation of the kept neurons' down columns. GB/s = bytes touched / time.
 //!
 //! Run: `RAYON_NUM_THREADS=2 cargo bench --bench sparse_ffn`. Each iteration uses the next of
 //! several layer copies (beyond the last-level cache) so weights come from DRAM as in decode.
@@ -94,27 +94,29 @@ fn gather_gate(bencher: Bencher, frac: f64) {
 const GATE_UP_COPIES: usize = 16;
 
 /// Gate rows of 12% of the neurons, then up rows of three quarters of them (the ones whose
-/// ReLU gate passed), from the model's two matrices or from their paired copy.
+/// ReLU gate passed), from the model's two matrices or from their per-neuron records.
 #[divan::bench(args = [false, true])]
-fn gather_gate_then_up(bencher: Bencher, paired: bool) {
+fn gather_gate_then_up(bencher: Bencher, records: bool) {
     let ty = GgmlType::Q4_0;
     let (g, u) = (matrix(N_FF, D, 1), matrix(N_FF, D, 2));
     let layers: Vec<(Vec<u8>, Vec<u8>, Option<NeuronRecords>)> = (0..GATE_UP_COPIES)
         .map(|_| {
             let (g, u) = (g.clone(), u.clone());
-            let pairs = paired.then(|| {
+            let r = records.then(|| {
                 let gate = QMatrix::new(ty, N_FF, D, &g).unwrap();
                 NeuronRecords::new(&gate, &QMatrix::new(ty, N_FF, D, &u).unwrap(), None).unwrap()
             });
-            (g, u, pairs)
+            (g, u, r)
         })
         .collect();
     let gated = subset(N_FF, N_FF * 12 / 100, 3);
     let kept: Vec<u32> = gated.iter().copied().filter(|&i| i % 4 != 0).collect();
+    // Row `slots·i + which` of the records (0 gate, 1 up), or row `i` of either matrix.
+    let slots = layers[0].2.as_ref().map(|r| r.slots() as u32);
     let rows = |list: &[u32], which: u32| -> Vec<u32> {
-        match paired {
-            true => list.iter().map(|&i| 2 * i + which).collect(),
-            false => list.to_vec(),
+        match slots {
+            Some(s) => list.iter().map(|&i| s * i + which).collect(),
+            None => list.to_vec(),
         }
     };
     let (gate_rows, up_rows) = (rows(&gated, 0), rows(&kept, 1));
@@ -127,8 +129,8 @@ fn gather_gate_then_up(bencher: Bencher, paired: bool) {
     bencher
         .counter(BytesCount::new((gate_rows.len() + up_rows.len()) * rb))
         .bench_local(|| {
-            let (g, u, pairs) = &layers[next.fetch_add(1, Ordering::Relaxed) % GATE_UP_COPIES];
-            let (gate, up) = match pairs {
+            let (g, u, r) = &layers[next.fetch_add(1, Ordering::Relaxed) % GATE_UP_COPIES];
+            let (gate, up) = match r {
                 Some(p) => (p.matrix(), p.matrix()),
                 None => (
                     QMatrix::new(ty, N_FF, D, g).unwrap(),

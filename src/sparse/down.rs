@@ -65,7 +65,7 @@ enum Levels {
 
 /// Where the packed levels live: neuron `j`'s `d / 2` bytes at `offset + j * stride` of
 /// `data`. A buffer of their own at first (`stride = d / 2`); the sparse FFN may move them
-/// into a slot of each neuron's record beside its gate and up rows (`gate_up`), where the
+/// into a slot of each neuron's record beside its gate and up rows (`records`), where the
 /// hardware prefetcher that follows a kept neuron's up row brings them in on the way.
 struct NibbleStore {
     data: Arc<HugeVec<u8>>,

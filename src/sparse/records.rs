@@ -8,16 +8,16 @@
 //! (1B-class Q4_0 layer). Side by side, the hardware prefetcher that follows the gate row runs
 //! on into the up row and then the levels, so those reads mostly find their lines already on
 //! the way, without holding the core's miss buffers. On the 2-vCPU VM,
-//! `benches/sparse_ffn.rs` `gather_gate_then_up`: 24-25 GB/s paired against 17.4-17.7 GB/s
-//! from the two matrices; on the synthetic 1B model (predicted decode, 2 threads) gate/up
-//! records took the ratio to dense from 2.25-2.36× to 2.42-2.48×, and the down levels in
-//! them to 2.51-2.54× (BENCHMARKS.md, 2026-12-07). The cost is memory: gate and up once more (the model keeps its own
-//! for the dense path and prefill). The values are the model's own, so the sparse result is
-//! unchanged to the bit.
-
-use rayon::prelude::*;
+//! `benches/sparse_ffn.rs` `gather_gate_then_up`: 24-25 GB/s from records against 17.4-17.7
+//! GB/s from the two matrices; on the synthetic 1B model (predicted decode, 2 threads, model
+//! in 2 MiB pages) the ratio to dense went from 2.17-2.24× to 2.22-2.35× with this and the
+//! attention changes of the same day (BENCHMARKS.md, 2026-12-07). The cost is memory: gate
+//! and up once more (the model keeps its own for the dense path and prefill). The values are
+//! the model's own, so the sparse result is unchanged to the bit.
 
 use std::sync::Arc;
+
+use rayon::prelude::*;
 
 use super::down::TransposedDown;
 use crate::huge_vec::HugeVec;
@@ -149,8 +149,9 @@ mod tests {
     }
 
     /// The sparse FFN over listed candidates gives the same bits from the records (with and
-    /// without the down levels) as from the separate matrices, for the relu rule (up read only where the gate
-    /// passes), the gate rule, and the product rule (up read for every candidate).
+    /// without the down levels) as from the separate matrices, for the relu rule (up read
+    /// only where the gate passes), the gate rule, and the product rule (up read for every
+    /// candidate).
     #[test]
     fn sparse_ffn_is_unchanged_by_the_records() {
         use crate::model::FfnKind;
