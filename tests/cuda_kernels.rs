@@ -356,8 +356,8 @@ fn store_kv_rounds_like_twin_and_attention_matches_cpu() {
         };
         let kv_dim = n_head_kv * hd;
         let (n_layer, n_ctx, layer) = (2, 40, 1);
-        let mut gc = b.new_kv_cache(n_layer, n_ctx, kv_dim);
-        let mut cc = cpu.new_kv_cache(n_layer, n_ctx, kv_dim);
+        let mut gc = b.new_kv_cache(n_layer, n_ctx, kv_dim, hd);
+        let mut cc = cpu.new_kv_cache(n_layer, n_ctx, kv_dim, hd);
         // A prefill of 9 rows at 0, then of 7 rows at 9, then one decode row at 16.
         for (pos0, n_q) in [(0, 9), (9, 7), (16, 1)] {
             let k: Vec<f32> = rng.vec(n_q * kv_dim).iter().map(|v| v * 3.0).collect();

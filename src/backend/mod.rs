@@ -51,7 +51,15 @@ pub trait Backend: Send + Sync {
     /// A small f32 tensor (norm weights, biases) from host data, as a single row.
     fn load_vector(&self, data: &[f32]) -> Self::Tensor;
     fn new_tensor(&self) -> Self::Tensor;
-    fn new_kv_cache(&self, n_layer: usize, n_ctx: usize, kv_dim: usize) -> Self::KvCache;
+    /// A cache of `n_ctx` positions per layer, `kv_dim` values a position, in heads of
+    /// `head_dim` (the backend picks the layout).
+    fn new_kv_cache(
+        &self,
+        n_layer: usize,
+        n_ctx: usize,
+        kv_dim: usize,
+        head_dim: usize,
+    ) -> Self::KvCache;
 
     /// `out[i] = table.row(tokens[i]) * scale`.
     fn embed(&self, table: &Self::Weight, tokens: &[u32], scale: f32, out: &mut Self::Tensor);

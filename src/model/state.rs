@@ -28,9 +28,9 @@ pub struct State<B: Backend> {
 }
 
 impl<B: Backend> State<B> {
-    pub fn new(backend: &B, n_layer: usize, n_ctx: usize, kv_dim: usize) -> Self {
+    pub fn new(backend: &B, n_layer: usize, n_ctx: usize, kv_dim: usize, head_dim: usize) -> Self {
         State {
-            kv: backend.new_kv_cache(n_layer, n_ctx, kv_dim),
+            kv: backend.new_kv_cache(n_layer, n_ctx, kv_dim, head_dim),
             pos: 0,
             n_ctx,
             a: Activations::new(backend),

@@ -136,6 +136,7 @@ impl<B: Backend> Model<B> {
             self.config.n_layer,
             n_ctx,
             self.config.kv_dim(),
+            self.config.head_dim,
         )
     }
 

@@ -320,7 +320,13 @@ impl Backend for CudaBackend {
         CudaTensor::default()
     }
 
-    fn new_kv_cache(&self, n_layer: usize, n_ctx: usize, kv_dim: usize) -> CudaKvCache {
+    fn new_kv_cache(
+        &self,
+        n_layer: usize,
+        n_ctx: usize,
+        kv_dim: usize,
+        _head_dim: usize,
+    ) -> CudaKvCache {
         let n = n_layer * n_ctx * kv_dim;
         CudaKvCache {
             k: self.gpu.alloc(n),

@@ -40,8 +40,14 @@ impl Backend for HostDevice {
     fn new_tensor(&self) -> CpuTensor {
         CPU.new_tensor()
     }
-    fn new_kv_cache(&self, n_layer: usize, n_ctx: usize, kv_dim: usize) -> CpuKvCache {
-        CPU.new_kv_cache(n_layer, n_ctx, kv_dim)
+    fn new_kv_cache(
+        &self,
+        n_layer: usize,
+        n_ctx: usize,
+        kv_dim: usize,
+        head_dim: usize,
+    ) -> CpuKvCache {
+        CPU.new_kv_cache(n_layer, n_ctx, kv_dim, head_dim)
     }
     fn embed(&self, table: &CpuWeight, tokens: &[u32], scale: f32, out: &mut CpuTensor) {
         CPU.embed(table, tokens, scale, out)
