@@ -19,6 +19,7 @@ pub mod metrics;
 mod mlp;
 pub mod predictor;
 mod rng;
+pub mod selector;
 pub mod svd;
 pub mod train;
 
@@ -27,6 +28,7 @@ pub use dataset::Dataset;
 pub use error::{PredictorError, Result};
 pub use metrics::Confusion;
 pub use predictor::{Predictor, Scratch};
+pub use selector::Selector;
 pub use train::{
     train_layer, GateInit, LayerReport, Progress, ProgressFn, TrainConfig, TrainOutcome,
 };

@@ -90,6 +90,9 @@ impl Mlp {
     }
 
     /// The f32 image of a (rounded) predictor, for evaluating it with the batched GEMM forward.
+    /// The net that `p` runs: its f16 weights, with the output layer as its selector holds it
+    /// (8-bit levels times scales), so that a threshold found on this net holds for the
+    /// engine's selection.
     pub fn from_predictor(p: &Predictor) -> Self {
         let widen = |v: &[half::f16]| v.iter().map(|w| w.to_f32()).collect();
         Mlp {
@@ -98,7 +101,7 @@ impl Mlp {
             d_out: p.d_out(),
             w1: widen(p.w1()),
             b1: p.b1().to_vec(),
-            w2: widen(p.w2()),
+            w2: p.selector().dequantized(),
             b2: p.b2().to_vec(),
         }
     }

@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use crate::error::{check_len, PredictorError, Result};
 use crate::kernels::matvec_f16;
+use crate::selector::Selector;
 
 /// By default the forward stays on the calling thread: on the 2-core dev machine, splitting an
 /// 8192 × 128 output layer over rayon took 83 µs against 49 µs serial (benches/forward.rs), and the
@@ -25,6 +26,8 @@ pub struct Predictor {
     b1: Vec<f32>,
     w2: Vec<f16>,
     b2: Vec<f32>,
+    /// The output layer as selections run it (8-bit; see [`Selector`]).
+    selector: Selector,
     parallel_min_weights: usize,
 }
 
@@ -72,6 +75,7 @@ impl Predictor {
         if b1.iter().chain(&b2).any(|b| !b.is_finite()) {
             return Err(PredictorError::NonFinite("predictor biases"));
         }
+        let selector = Selector::new(&w2, &b2, rank, d_out);
         Ok(Predictor {
             d_in,
             rank,
@@ -80,6 +84,7 @@ impl Predictor {
             b1,
             w2,
             b2,
+            selector,
             parallel_min_weights: DEFAULT_PARALLEL_MIN_WEIGHTS,
         })
     }
@@ -121,15 +126,25 @@ impl Predictor {
     pub fn b2(&self) -> &[f32] {
         &self.b2
     }
+    /// The output layer as selections run it.
+    pub fn selector(&self) -> &Selector {
+        &self.selector
+    }
 
     /// Bytes of weights and biases as stored.
     pub fn n_bytes(&self) -> usize {
         (self.w1.len() + self.w2.len()) * 2 + (self.b1.len() + self.b2.len()) * 4
     }
 
+    /// Bytes one selection reads: the hidden layer's weights and biases, and the selector's.
+    pub fn selection_bytes(&self) -> usize {
+        self.w1.len() * 2 + self.b1.len() * 4 + self.selector.n_bytes()
+    }
+
     /// Adds `delta` to every output bias (threshold calibration: a shift of -t predicts `logit > t`).
     pub fn shift_output_bias(&mut self, delta: f32) {
         self.b2.iter_mut().for_each(|b| *b += delta);
+        self.selector.set_bias(&self.b2);
     }
 
     /// Output layers with at least this many weights are split over the rayon pool
@@ -160,12 +175,11 @@ impl Predictor {
 
     /// Appends to `active` the neurons of `range` predicted active from `hidden` (from
     /// [`Predictor::hidden`]), ascending: the same neurons [`Predictor::predict`] selects in
-    /// that range. `logits` is scratch.
+    /// that range.
     pub fn predict_range(
         &self,
         hidden: &[f32],
         range: Range<usize>,
-        logits: &mut Vec<f32>,
         active: &mut Vec<u32>,
     ) -> Result<()> {
         check_len("predictor hidden (rank)", self.rank, hidden.len())?;
@@ -176,27 +190,13 @@ impl Predictor {
                 d_out: self.d_out,
             });
         }
-        logits.resize(range.len(), 0.0);
-        let r = self.rank;
-        matvec_f16(&self.w2[range.start * r..range.end * r], r, hidden, logits);
-        // Branch-free selection: whether a neuron fires is close to a coin toss for the
-        // branch predictor, and this loop runs once per neuron per token.
-        let n0 = active.len();
-        active.resize(n0 + range.len(), 0);
-        let mut k = n0;
-        for (i, (z, b)) in logits.iter().zip(&self.b2[range.clone()]).enumerate() {
-            active[k] = (range.start + i) as u32;
-            k += usize::from(z + b > 0.0);
-        }
-        active.truncate(k);
+        self.selector.select(hidden, range, active);
         Ok(())
     }
 
     /// Ascending indices of the neurons predicted active (logit > 0) for one input row.
     pub fn predict(&self, x: &[f32], scratch: &mut Scratch, active: &mut Vec<u32>) -> Result<()> {
-        let parallel =
-            self.w2.len() >= self.parallel_min_weights && rayon::current_num_threads() > 1;
-        self.predict_with(x, scratch, active, parallel)
+        self.predict_with(x, scratch, active)
     }
 
     fn forward(
@@ -225,27 +225,10 @@ impl Predictor {
         Ok(())
     }
 
-    fn predict_with(
-        &self,
-        x: &[f32],
-        scratch: &mut Scratch,
-        active: &mut Vec<u32>,
-        parallel: bool,
-    ) -> Result<()> {
-        let mut logits = std::mem::take(&mut scratch.logits);
-        logits.resize(self.d_out, 0.0);
-        let res = self.forward(x, scratch, &mut logits, parallel);
-        scratch.logits = logits;
-        res?;
+    fn predict_with(&self, x: &[f32], scratch: &mut Scratch, active: &mut Vec<u32>) -> Result<()> {
+        self.hidden(x, &mut scratch.hidden)?;
         active.clear();
-        active.extend(
-            scratch
-                .logits
-                .iter()
-                .enumerate()
-                .filter(|(_, &z)| z > 0.0)
-                .map(|(i, _)| i as u32),
-        );
+        self.selector.select(&scratch.hidden, 0..self.d_out, active);
         Ok(())
     }
 
@@ -258,7 +241,7 @@ impl Predictor {
             .par_iter_mut()
             .zip(xs.par_chunks(self.d_in))
             .try_for_each_init(Scratch::new, |scratch, (act, x)| {
-                self.predict_with(x, scratch, act, false)
+                self.predict_with(x, scratch, act)
             })
     }
 
@@ -271,7 +254,7 @@ impl Predictor {
             .try_fold(
                 || (Scratch::new(), Vec::new(), vec![0u64; words]),
                 |(mut scratch, mut act, mut bits), x| {
-                    self.predict_with(x, &mut scratch, &mut act, false)?;
+                    self.predict_with(x, &mut scratch, &mut act)?;
                     for &i in &act {
                         bits[i as usize / 64] |= 1 << (i % 64);
                     }
@@ -359,18 +342,17 @@ mod tests {
             );
             let mut hidden = Vec::new();
             p.hidden(&x, &mut hidden).unwrap();
-            let (mut got, mut logits) = (Vec::new(), Vec::new());
+            let mut got = Vec::new();
             for lo in (0..d_out).step_by(100) {
                 let hi = (lo + 100).min(d_out);
-                p.predict_range(&hidden, lo..hi, &mut logits, &mut got)
-                    .unwrap();
+                p.predict_range(&hidden, lo..hi, &mut got).unwrap();
             }
             assert_eq!(got, want);
         }
         let p = random_predictor(&mut Rng::new(1), 8, 2, 10);
-        let err = p.predict_range(&[0.0; 2], 5..11, &mut Vec::new(), &mut Vec::new());
+        let err = p.predict_range(&[0.0; 2], 5..11, &mut Vec::new());
         assert!(matches!(err, Err(PredictorError::Range { end: 11, .. })));
-        let err = p.predict_range(&[0.0; 3], 0..1, &mut Vec::new(), &mut Vec::new());
+        let err = p.predict_range(&[0.0; 3], 0..1, &mut Vec::new());
         assert!(matches!(err, Err(PredictorError::Shape { .. })));
     }
 
@@ -389,12 +371,29 @@ mod tests {
                 for i in 0..d_out {
                     assert!((got[i] as f64 - want[i]).abs() < 1e-3 * (1.0 + want[i].abs()));
                 }
+                // Selection runs the 8-bit output layer: it follows the sign of the logit
+                // with those weights (f64 reference), up to rounding right at zero.
                 let mut active = vec![7, 7, 7];
                 p.predict(&x, &mut scratch, &mut active).unwrap();
-                let expect: Vec<u32> = (0..d_out as u32)
-                    .filter(|&i| got[i as usize] > 0.0)
-                    .collect();
-                assert_eq!(active, expect);
+                let mut hidden = Vec::new();
+                p.hidden(&x, &mut hidden).unwrap();
+                let w2q = p.selector().dequantized();
+                for i in 0..d_out {
+                    let z: f64 = (0..rank)
+                        .map(|k| w2q[i * rank + k] as f64 * hidden[k] as f64)
+                        .sum::<f64>()
+                        + p.b2()[i] as f64;
+                    let fires = active.contains(&(i as u32));
+                    assert!(fires == (z > 0.0) || z.abs() < 1e-5, "neuron {i}: {z}");
+                }
+                // And the f16 logits' sign but for a few neurons near zero.
+                let flips = (0..d_out)
+                    .filter(|&i| active.contains(&(i as u32)) != (got[i] > 0.0))
+                    .count();
+                assert!(
+                    flips * 100 <= d_out,
+                    "{flips} of {d_out} differ from the f16 logits"
+                );
                 assert!(!active.is_empty() && active.len() < d_out);
             }
         }

@@ -161,7 +161,6 @@ struct TaskScratch {
     record_rows: Vec<u32>,
     g: Vec<f32>,
     u: Vec<f32>,
-    logits: Vec<f32>,
     row: Vec<f32>,
     keep: Vec<u32>,
     vals: Vec<f32>,
@@ -235,7 +234,7 @@ impl SparseLayer {
             (Some(p), false) => {
                 p.hidden(x, &mut s.hidden)
                     .expect("predictor shape checked at load");
-                s.counters.bytes += p.n_bytes() as u64;
+                s.counters.bytes += p.selection_bytes() as u64;
                 Candidates::Predicted(p)
             }
             _ => Candidates::All,
@@ -280,11 +279,13 @@ impl SparseLayer {
         t.cand.clear();
         match cands {
             Candidates::Predicted(p) => {
-                // The task's 8 KiB of output weights, requested at once rather than left to
-                // the hardware prefetcher, which needs a few lines of each short run to start.
-                let w2 = &p.w2()[range.start * p.rank()..range.end * p.rank()];
-                quant::prefetch(w2);
-                p.predict_range(input.hidden, range.clone(), &mut t.logits, &mut t.cand)
+                // The task's output weights and thresholds (~5 KiB at rank 16), requested at
+                // once rather than left to the hardware prefetcher, which needs a few lines of
+                // each short run to start.
+                let (q, thresholds) = p.selector().bytes(range.clone());
+                quant::prefetch(q);
+                quant::prefetch(thresholds);
+                p.predict_range(input.hidden, range.clone(), &mut t.cand)
                     .expect("predictor shape checked at load")
             }
             Candidates::All => t.cand.extend(range.start as u32..range.end as u32),
