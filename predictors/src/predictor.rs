@@ -164,10 +164,25 @@ impl Predictor {
     /// for callers that split the output layer over their own threads with
     /// [`Predictor::predict_range`].
     pub fn hidden(&self, x: &[f32], hidden: &mut Vec<f32>) -> Result<()> {
-        check_len("predictor input x (d_in)", self.d_in, x.len())?;
         hidden.resize(self.rank, 0.0);
-        matvec_f16(&self.w1, self.d_in, x, hidden);
-        for (v, b) in hidden.iter_mut().zip(&self.b1) {
+        self.hidden_rows(x, 0, hidden)
+    }
+
+    /// Hidden units `first..first + out.len()` of [`Predictor::hidden`], for callers that
+    /// split the hidden layer over threads. The matvec takes rows in groups of 8, so pieces
+    /// that start at multiples of 8 give exactly the bits of the whole.
+    pub fn hidden_rows(&self, x: &[f32], first: usize, out: &mut [f32]) -> Result<()> {
+        check_len("predictor input x (d_in)", self.d_in, x.len())?;
+        if first + out.len() > self.rank {
+            return Err(PredictorError::Range {
+                start: first,
+                end: first + out.len(),
+                d_out: self.rank,
+            });
+        }
+        let rows = first * self.d_in..(first + out.len()) * self.d_in;
+        matvec_f16(&self.w1[rows], self.d_in, x, out);
+        for (v, b) in out.iter_mut().zip(&self.b1[first..]) {
             *v = (*v + b).max(0.0);
         }
         Ok(())
@@ -354,6 +369,26 @@ mod tests {
         assert!(matches!(err, Err(PredictorError::Range { end: 11, .. })));
         let err = p.predict_range(&[0.0; 3], 0..1, &mut Vec::new());
         assert!(matches!(err, Err(PredictorError::Shape { .. })));
+    }
+
+    /// Pieces of the hidden layer that start at multiples of 8 give the whole's bits.
+    #[test]
+    fn hidden_pieces_make_up_hidden() {
+        let mut rng = Rng::new(3);
+        for &(d_in, rank) in &[(40, 32), (19, 20), (64, 5)] {
+            let p = random_predictor(&mut rng, d_in, rank, 50);
+            let x: Vec<f32> = (0..d_in).map(|_| rng.normal() as f32).collect();
+            let mut whole = Vec::new();
+            p.hidden(&x, &mut whole).unwrap();
+            assert!(whole.iter().any(|&v| v > 0.0));
+            let mut pieces = vec![0f32; rank];
+            for (i, out) in pieces.chunks_mut(8).enumerate() {
+                p.hidden_rows(&x, 8 * i, out).unwrap();
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&pieces), bits(&whole), "rank {rank}");
+            assert!(p.hidden_rows(&x, rank - 1, &mut [0.0; 2]).is_err());
+        }
     }
 
     #[test]

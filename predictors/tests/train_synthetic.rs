@@ -263,3 +263,55 @@ fn mismatched_inputs_are_errors() {
         ));
     }
 }
+
+/// With `neuron_bytes`, the ladder goes past the first accepted rank while a larger predictor
+/// reads fewer bytes in all (it predicts fewer neurons), and stops at the first that does not;
+/// when neurons cost next to nothing, the smallest accepted rank stays.
+#[test]
+fn the_ladder_trades_predictor_bytes_for_predicted_neurons() {
+    let mut g = Gen(7);
+    let syn = Synthetic::new(96, 384, 24, &mut g);
+    let train = syn.dataset(4000, &mut g);
+    let val = syn.dataset(1000, &mut g);
+    let init = GateInit {
+        w: &syn.gate,
+        rows: syn.d_out,
+        cols: syn.d_in,
+    };
+    let run = |neuron_bytes: Option<f64>| {
+        let cfg = TrainConfig {
+            ranks: vec![4, 32, 64],
+            max_sparsity_loss: 0.7,
+            neuron_bytes,
+            ..TrainConfig::default()
+        };
+        train_layer(&train, &val, Some(&init), &cfg).unwrap().report
+    };
+    let plain = run(None);
+    assert_eq!((plain.rank, plain.tried.len()), (4, 1), "{plain:?}");
+    // A neuron as dear as a 1B model's (gate, up and down rows of Q4_0): the climb goes on
+    // while a rank reads less in all, and keeps the cheapest it saw.
+    let nb = 3456.0;
+    let dear = run(Some(nb));
+    // Selection bytes by hand: w1 (f16) and b1 (f32), then 8-bit levels and an f32
+    // threshold per neuron, in blocks of 16.
+    let bytes = |rank: usize, sparsity: f32| {
+        (rank * 96 * 2 + rank * 4 + 384 * (rank + 4)) as f64 + (1.0 - sparsity as f64) * 384.0 * nb
+    };
+    let cost: Vec<f64> = dear.tried.iter().map(|&(r, _, s)| bytes(r, s)).collect();
+    let best = cost.iter().cloned().fold(f64::INFINITY, f64::min);
+    assert!(dear.rank > plain.rank, "{dear:?}");
+    assert_eq!(
+        bytes(dear.rank, dear.predicted_sparsity),
+        best,
+        "{dear:?} {cost:?}"
+    );
+    assert!(
+        dear.predicted_sparsity > plain.predicted_sparsity + 0.3,
+        "{dear:?}"
+    );
+    assert!(dear.recall >= 0.95);
+    // Neurons that cost nothing: the first accepted rank, having tried the next.
+    let cheap = run(Some(1e-6));
+    assert_eq!((cheap.rank, cheap.tried.len()), (4, 2), "{cheap:?}");
+}

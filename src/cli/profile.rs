@@ -38,7 +38,9 @@ pub struct ProfileArgs {
     /// Predictor recall target on held-out tokens
     #[arg(long, default_value_t = 0.95)]
     pub recall: f32,
-    /// Predictor rank ladder (smallest that reaches the recall target wins)
+    /// Predictor rank ladder: the smallest rank whose predicted sparsity is close enough to the
+    /// true one, then larger ranks while they lower the bytes a token reads (predictor plus
+    /// predicted neurons)
     #[arg(long, value_delimiter = ',', default_value = "16,32,64,128,256")]
     pub ranks: Vec<usize>,
     /// Training epochs per rank

@@ -362,8 +362,18 @@ pub fn profile(
             }),
         })
         .collect();
+    // What the sparse FFN reads for one predicted neuron: its gate and up rows and its down
+    // column (for the rank ladder's trade of predictor bytes against predicted neurons).
+    let neuron_bytes = model.weights.layers.first().map(|lw| {
+        let row = |w: &crate::backend::cpu::CpuWeight| w.qmatrix().row_bytes() as f64;
+        let down = lw.down.qmatrix();
+        lw.gate.as_ref().map_or(0.0, row)
+            + row(&lw.up)
+            + (down.rows * down.row_bytes()) as f64 / n_ff as f64
+    });
     let cfg = TrainConfig {
         ranks: opts.ranks.clone(),
+        neuron_bytes,
         target_recall: opts.recall,
         epochs: opts.epochs,
         seed: opts.seed,
