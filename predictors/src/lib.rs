@@ -2,8 +2,11 @@
 //! input which neurons will fire, so the engine computes only those. Depends on nothing of the engine.
 //!
 //! - [`Predictor`]: f16 weights and the SIMD single-token / batched forward.
+//! - [`Selector`]: the output layer as selections run it (8-bit levels, the bias folded into a
+//!   threshold per neuron).
 //! - [`train_layer`]: SVD-initialised, Adam-trained, threshold-calibrated predictor for one layer,
-//!   climbing a ladder of ranks until the recall and sparsity targets are met.
+//!   climbing a ladder of ranks until the recall and sparsity targets are met (and on while a
+//!   larger rank lowers the bytes a token reads).
 //! - [`svd::randomized_svd`]: the truncated SVD that initialises a predictor from the gate matrix.
 //! - [`metrics::Confusion`]: recall, precision and sparsity of predictions against labels.
 

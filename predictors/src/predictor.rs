@@ -1,7 +1,9 @@
 //! The trained predictor: `logits = W2 · relu(W1 · x + b1) + b2`, neuron i predicted active iff logit_i > 0.
 //!
 //! W1 is `[rank][d_in]` and W2 `[d_out][rank]`, both f16 row-major, so every output of both layers
-//! is one contiguous dot product; the single-token forward reads each weight once.
+//! is one contiguous dot product; the single-token forward reads each weight once. Selections
+//! (`predict*`) run the output layer through its [`Selector`] (8-bit levels): the same test up
+//! to that rounding, at about half the bytes.
 
 use std::ops::Range;
 
