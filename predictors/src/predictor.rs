@@ -37,17 +37,11 @@ pub struct Predictor {
 #[derive(Debug, Default, Clone)]
 pub struct Scratch {
     hidden: Vec<f32>,
-    logits: Vec<f32>,
 }
 
 impl Scratch {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// The logits of the last `predict` call.
-    pub fn logits(&self) -> &[f32] {
-        &self.logits
     }
 }
 
@@ -213,7 +207,10 @@ impl Predictor {
 
     /// Ascending indices of the neurons predicted active (logit > 0) for one input row.
     pub fn predict(&self, x: &[f32], scratch: &mut Scratch, active: &mut Vec<u32>) -> Result<()> {
-        self.predict_with(x, scratch, active)
+        self.hidden(x, &mut scratch.hidden)?;
+        active.clear();
+        self.selector.select(&scratch.hidden, 0..self.d_out, active);
+        Ok(())
     }
 
     fn forward(
@@ -242,13 +239,6 @@ impl Predictor {
         Ok(())
     }
 
-    fn predict_with(&self, x: &[f32], scratch: &mut Scratch, active: &mut Vec<u32>) -> Result<()> {
-        self.hidden(x, &mut scratch.hidden)?;
-        active.clear();
-        self.selector.select(&scratch.hidden, 0..self.d_out, active);
-        Ok(())
-    }
-
     /// Per-row active lists for `xs` (`n × d_in`, row-major), rows spread over the rayon pool.
     /// `active` is resized to `n` and its inner vectors reused.
     pub fn predict_rows(&self, xs: &[f32], active: &mut Vec<Vec<u32>>) -> Result<()> {
@@ -258,7 +248,7 @@ impl Predictor {
             .par_iter_mut()
             .zip(xs.par_chunks(self.d_in))
             .try_for_each_init(Scratch::new, |scratch, (act, x)| {
-                self.predict_with(x, scratch, act)
+                self.predict(x, scratch, act)
             })
     }
 
@@ -271,7 +261,7 @@ impl Predictor {
             .try_fold(
                 || (Scratch::new(), Vec::new(), vec![0u64; words]),
                 |(mut scratch, mut act, mut bits), x| {
-                    self.predict_with(x, &mut scratch, &mut act)?;
+                    self.predict(x, &mut scratch, &mut act)?;
                     for &i in &act {
                         bits[i as usize / 64] |= 1 << (i % 64);
                     }

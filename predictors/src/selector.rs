@@ -120,8 +120,8 @@ impl Selector {
         }
         let whole = (range.end - j) / LANES;
         #[cfg(target_arch = "x86_64")]
-        if whole > 0 && simd::available() {
-            // SAFETY: AVX2/FMA detected; blocks j / LANES .. + whole lie inside `q` and
+        if whole > 0 && crate::kernels::simd_available() {
+            // SAFETY: AVX2/FMA (and F16C) detected; blocks j / LANES .. + whole lie inside `q` and
             // `threshold` (j + whole·LANES ≤ range.end ≤ d_out); `h` is `rank` long.
             unsafe { simd::select_blocks(self, h, j / LANES, whole, active) };
             j += whole * LANES;
@@ -150,10 +150,6 @@ mod simd {
     use std::arch::x86_64::*;
 
     use super::{Selector, LANES};
-
-    pub fn available() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    }
 
     /// Blocks `b0..b0 + n` of [`Selector::select`]: two 8-lane halves a block.
     #[target_feature(enable = "avx2,fma")]

@@ -32,22 +32,21 @@ fn kernel(w: &QMatrix) -> DotKernel {
 }
 
 /// Rows per task of a matrix-vector product streaming `rows` rows: one task per thread up to
-/// `ONE_TASK_PER_THREAD_BYTES` of weights, else as [`rows_per_task`].
+/// `ONE_TASK_PER_THREAD_BYTES` of weights, else four.
 fn stream_rows_per_task(rows: usize, row_bytes: usize) -> usize {
-    if rows * row_bytes <= ONE_TASK_PER_THREAD_BYTES {
-        let by_count = rows.div_ceil(crate::parallel::threads());
-        by_count
-            .max(MIN_TASK_BYTES.div_ceil(row_bytes.max(1)))
-            .max(1)
+    let per_thread = if rows * row_bytes <= ONE_TASK_PER_THREAD_BYTES {
+        1
     } else {
-        rows_per_task(rows, row_bytes)
-    }
+        4
+    };
+    rows_per_task(rows, row_bytes, per_thread)
 }
 
-/// Rows per task: about four tasks per thread, but at least `MIN_TASK_BYTES` of weights.
-fn rows_per_task(rows: usize, row_bytes: usize) -> usize {
+/// Rows per task: about `per_thread` tasks per thread, but at least `MIN_TASK_BYTES` of
+/// weights.
+fn rows_per_task(rows: usize, row_bytes: usize, per_thread: usize) -> usize {
     let threads = crate::parallel::threads();
-    let by_count = rows.div_ceil(4 * threads);
+    let by_count = rows.div_ceil(per_thread * threads);
     let by_bytes = MIN_TASK_BYTES.div_ceil(row_bytes.max(1));
     by_count.max(by_bytes).max(1)
 }
@@ -222,7 +221,7 @@ pub fn gather_matvec(w: &QMatrix, rows: &[u32], x: &QuantizedVec, y: &mut [f32])
         gather_rows(w, k, rows, x, y);
         return;
     }
-    let chunk = rows_per_task(rows.len(), w.row_bytes());
+    let chunk = rows_per_task(rows.len(), w.row_bytes(), 4);
     crate::parallel::for_chunks_mut(y, chunk, |i, y| {
         let rows = &rows[i * chunk..i * chunk + y.len()];
         gather_rows(w, k, rows, x, y)
@@ -476,7 +475,7 @@ pub fn matmul(w: &QMatrix, xs: &[f32], ys: &mut [f32]) {
     if w.rows * rb * n < SERIAL_BYTES || crate::parallel::threads() <= 1 {
         body(&mut tmp, w.data);
     } else {
-        let chunk = rows_per_task(w.rows, rb);
+        let chunk = rows_per_task(w.rows, rb, 4);
         crate::parallel::for_chunks_mut(&mut tmp, chunk * n, |i, t| {
             let start = i * chunk * rb;
             body(t, &w.data[start..start + t.len() / n * rb])
