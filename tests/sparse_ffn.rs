@@ -199,6 +199,16 @@ fn oracle_at_threshold_zero_follows_dense() {
         predicted, oracle,
         "an all-selecting predictor is the oracle"
     );
+    // The sparse FFN cuts its neurons into one range per thread (and its down sums into a
+    // fixed number of pieces): other thread counts must give the very same bits.
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let other = pool.install(|| decode(&model, FfnMode::Predicted, &PROMPT));
+        assert_eq!(other, predicted, "predicted on {threads} threads");
+    }
 }
 
 #[test]

@@ -115,12 +115,21 @@ pub fn mask_activation(kind: FfnKind, th: LayerThreshold, gate: &[f32], act: &mu
     }
 }
 
-/// Neurons per task of the sparse FFN's parallel section. A task predicts its neurons, gathers
-/// their gate and up rows and applies the activation with no barrier between the steps, so a
-/// layer costs two thread synchronisations (this section and the down accumulation) instead of
-/// one per step with the serial predictor between them. ~30 tasks for an 8192-neuron layer let
-/// the threads even out the tasks' different active counts.
-const NEURONS_PER_TASK: usize = 256;
+/// The sparse FFN's parallel section gives each thread one task: a contiguous range of
+/// neurons that it predicts, gathers the gate and up rows of and applies the activation to,
+/// with no barrier between the steps. Why one long task rather than many short ones: each
+/// step waits on memory the step before chose (selection bytes, then the selected rows), so
+/// every task start exposes a chain of misses before its prefetching gets going; with 256-
+/// neuron tasks that was ~16 restarts per thread and layer (syn1b, 2 threads: task section
+/// 2.65-2.70 → 2.17-2.28 ms a token with one task per thread). Ranges are whole multiples of
+/// this many neurons, which every activation block length divides, so that the rounding of
+/// the activations (per block) is the same for any number of threads.
+const TASK_ALIGN: usize = 256;
+
+/// Neurons per task for `n_ff` neurons on `threads` threads (see [`TASK_ALIGN`]).
+fn task_neurons(n_ff: usize, threads: usize) -> usize {
+    n_ff.div_ceil(threads.max(1)).next_multiple_of(TASK_ALIGN)
+}
 
 /// Where a layer's candidate neurons come from.
 #[derive(Clone, Copy)]
@@ -297,9 +306,9 @@ impl SparseLayer {
         t.cand.clear();
         match cands {
             Candidates::Predicted(p) => {
-                // The task's output weights and thresholds (~5 KiB at rank 16), requested at
-                // once rather than left to the hardware prefetcher, which needs a few lines of
-                // each short run to start.
+                // The task's output weights and thresholds (~150 KiB for 4,096 neurons at rank
+                // 32), requested at once: as fast as leaving all but the first few KiB to the
+                // hardware prefetcher (measured), and the short ranges of many threads need it.
                 let (q, thresholds) = p.selector().bytes(range.clone());
                 quant::prefetch(q);
                 quant::prefetch(thresholds);
@@ -405,7 +414,7 @@ impl SparseLayer {
     }
 
     /// The sparse FFN over the candidates: steps 1 to 4 in one parallel section of
-    /// [`NEURONS_PER_TASK`]-neuron tasks, then step 5, the down columns of the kept neurons.
+    /// tasks of [`task_neurons`] neurons, then step 5, the down columns of the kept neurons.
     #[allow(clippy::too_many_arguments)]
     fn forward_candidates(
         &self,
@@ -424,7 +433,8 @@ impl SparseLayer {
             }
             quantise_into(&mut s.qx_up, w.up.ty, x);
         }
-        let n_tasks = n_ff.div_ceil(NEURONS_PER_TASK);
+        let per_task = task_neurons(n_ff, crate::parallel::threads());
+        let n_tasks = n_ff.div_ceil(per_task);
         if s.tasks.len() < n_tasks {
             s.tasks.resize_with(n_tasks, TaskScratch::default);
         }
@@ -445,11 +455,11 @@ impl SparseLayer {
                 }),
         };
         if let Some(r) = input.rounding {
-            debug_assert!(NEURONS_PER_TASK.is_multiple_of(r.block) && n_ff.is_multiple_of(r.block));
+            debug_assert!(TASK_ALIGN.is_multiple_of(r.block) && n_ff.is_multiple_of(r.block));
         }
         crate::parallel::for_chunks_mut(&mut s.tasks[..n_tasks], 1, |i, t| {
-            let lo = i * NEURONS_PER_TASK;
-            let hi = (lo + NEURONS_PER_TASK).min(n_ff);
+            let lo = i * per_task;
+            let hi = (lo + per_task).min(n_ff);
             self.task(kind, w, &input, cands, lo..hi, &mut t[0]);
         });
         // The kept neurons in ascending order, and their (rounded) activations where the
@@ -468,7 +478,7 @@ impl SparseLayer {
                 s.act[j as usize] = v;
             }
             if let Some(bl) = sum_block {
-                let b0 = i * NEURONS_PER_TASK / bl;
+                let b0 = i * per_task / bl;
                 s.sums[b0..b0 + t.sums.len()].copy_from_slice(&t.sums);
             }
             s.counters.predicted += t.predicted;
