@@ -13,6 +13,7 @@ use powerinfer::gguf::{align_up, GgufFile, GgufWriter, Value};
 use powerinfer::model::{FfnObserver, FfnTaps, Model};
 use powerinfer::quant::{dequantize_row, GgmlType};
 use powerinfer::quantize::{self as q, Calibration, Sensitivity};
+use powerinfer::sparse::{LayerThreshold, Sidecar, SidecarLayer, SparsityRule};
 use powerinfer::synth::{write_model, SynthSpec};
 use powerinfer::tokenizer::Tokenizer;
 
@@ -431,5 +432,162 @@ fn bad_requests_are_clear_errors_and_write_nothing() {
         .tensors
         .iter()
         .any(|t| t.ty == GgmlType::Q6_K));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Per layer a pseudo-random frequency for each of the synthetic model's 512 neurons, so
+/// that the hot-first order moves nearly every neuron.
+fn scrambled_freq(layers: usize, n_ff: usize) -> Vec<Vec<f32>> {
+    (0..layers)
+        .map(|l| {
+            (0..n_ff)
+                .map(|j| {
+                    let h = (j as u32 ^ (l as u32) << 16).wrapping_mul(2_654_435_761);
+                    (h >> 20) as f32 / 4096.0
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn rows_f32(f: &GgufFile, name: &str) -> Vec<Vec<f32>> {
+    let v = f.tensor(name).unwrap();
+    (0..v.n_rows())
+        .map(|r| {
+            let mut out = vec![0.0; v.row_len()];
+            dequantize_row(v.ty(), v.row(r), &mut out).unwrap();
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn hot_first_neuron_order_moves_the_ffn_and_keeps_its_function() {
+    let dir = temp_dir("order");
+    let input = synthetic(&dir);
+    let src = GgufFile::open(&input).unwrap();
+    let order = q::NeuronOrder::hot_first(&scrambled_freq(2, 512));
+    let moved = (0..512).filter(|&i| order.layer(0)[i] != i as u32).count();
+    assert!(moved > 500, "only {moved} neurons move");
+    let tokens = [1u32, 7, 99, 300, 42];
+    let reference = last_logits(&input, &tokens);
+
+    // f16 → f16: rows move byte for byte, down's columns move exactly.
+    let out = dir.join("ordered-f16.gguf");
+    let mut plan = q::plan_uniform(&src, GgmlType::F16).unwrap();
+    plan.neurons = Some(order.clone());
+    q::write(&src, &input, &plan, &out, &mut |_, _| {}).unwrap();
+    let f = GgufFile::open(&out).unwrap();
+    assert_eq!(
+        f.get(q::NEURON_ORDER_KEY).and_then(|v| v.as_str()),
+        Some("hot-first")
+    );
+    for l in 0..2 {
+        let perm = order.layer(l);
+        for m in ["ffn_gate", "ffn_up"] {
+            let name = format!("blk.{l}.{m}.weight");
+            let (a, b) = (src.tensor(&name).unwrap(), f.tensor(&name).unwrap());
+            for (i, &j) in perm.iter().enumerate() {
+                assert_eq!(b.row(i), a.row(j as usize), "{name} row {i}");
+            }
+        }
+        let name = format!("blk.{l}.ffn_down.weight");
+        let (a, b) = (rows_f32(&src, &name), rows_f32(&f, &name));
+        for (ra, rb) in a.iter().zip(&b) {
+            assert!(perm
+                .iter()
+                .enumerate()
+                .all(|(i, &j)| rb[i] == ra[j as usize]));
+        }
+    }
+    for t in src.tensors.iter().filter(|t| !t.name.contains(".ffn_")) {
+        assert_eq!(
+            f.tensor(&t.name).unwrap().data,
+            src.view(t).data,
+            "{} changed",
+            t.name
+        );
+    }
+    // The same function: only the order of the down sums differs.
+    let gap = logit_gap(&last_logits(&out, &tokens), &reference);
+    assert!(gap < 1e-4, "renumbered f16 model: logit gap {gap}");
+
+    // f16 → q4_0: down's blocks gather other neurons, so the rounding differs, but no more
+    // than the plain q4_0 file's does.
+    let plain = dir.join("plain-q4_0.gguf");
+    quantize(&input, &plain, GgmlType::Q4_0);
+    let ordered = dir.join("ordered-q4_0.gguf");
+    let mut plan = q::plan_uniform(&src, GgmlType::Q4_0).unwrap();
+    plan.neurons = Some(order);
+    q::write(&src, &input, &plan, &ordered, &mut |_, _| {}).unwrap();
+    let gap_plain = logit_gap(&last_logits(&plain, &tokens), &reference);
+    let gap_ordered = logit_gap(&last_logits(&ordered, &tokens), &reference);
+    eprintln!("q4_0 logit gap: plain {gap_plain:.4}, hot-first {gap_ordered:.4}");
+    assert!(gap_ordered > 0.0 && gap_ordered < 0.3, "{gap_ordered}");
+    assert!(
+        gap_ordered < 2.0 * gap_plain,
+        "{gap_ordered} vs {gap_plain}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn neuron_order_sidecar_errors_are_clear() {
+    let dir = temp_dir("order-errors");
+    let input = synthetic(&dir);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let out = dir.join("out.gguf");
+    let missing = dir.join("missing.powerinfer.gguf");
+    assert_error(
+        &powerinfer(&[
+            "quantize",
+            &s(&input),
+            &s(&out),
+            "--type",
+            "q4_0",
+            "--neuron-order",
+            &s(&missing),
+        ]),
+        "reading the neuron-order sidecar",
+    );
+    // A sidecar of another shape: 96 neurons a layer against the model's 512.
+    let layers = scrambled_freq(2, 96)
+        .into_iter()
+        .map(|freq| SidecarLayer {
+            threshold: LayerThreshold {
+                rule: SparsityRule::Product,
+                t: 0.0,
+            },
+            freq,
+            predictor: None,
+            hot: vec![],
+        })
+        .collect();
+    let side = Sidecar {
+        model_fingerprint: "ab".repeat(32),
+        model_sha256: "cd".repeat(32),
+        model_name: "other".into(),
+        d_model: 256,
+        n_ff: 96,
+        layers,
+        vram_budget: 0,
+        config_json: "{}".into(),
+        summary_json: "{}".into(),
+    };
+    let wrong = dir.join("wrong.powerinfer.gguf");
+    side.write(&wrong).unwrap();
+    assert_error(
+        &powerinfer(&[
+            "quantize",
+            &s(&input),
+            &s(&out),
+            "--type",
+            "q4_0",
+            "--neuron-order",
+            &s(&wrong),
+        ]),
+        "512 rows, but the order has 96 neurons in layer 0",
+    );
+    assert!(!out.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
