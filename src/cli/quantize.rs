@@ -2,7 +2,7 @@
 //! keeping the matrices most sensitive on calibration text at 8 (or 16) bits.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,7 +12,6 @@ use powerinfer::backend::CpuBackend;
 use powerinfer::generate::Engine;
 use powerinfer::gguf::GgufFile;
 use powerinfer::quantize::{self as q, Calibration};
-use powerinfer::sparse::sidecar::{model_fingerprint, Sidecar};
 
 use super::common::init_threads;
 
@@ -43,12 +42,6 @@ pub struct QuantizeArgs {
     /// Calibration tokens for --ratio
     #[arg(long, default_value_t = 256)]
     pub calib_tokens: usize,
-    /// Renumber each layer's FFN neurons hottest first by the frequencies in this profile
-    /// sidecar (of this model, or of another quantisation of it): the sparse FFN then touches
-    /// fewer of down's scale blocks and reads its rows in longer runs. The output needs its
-    /// own `powerinfer profile`. Down is requantised (exact from f32/f16 inputs)
-    #[arg(long, value_name = "SIDECAR")]
-    pub neuron_order: Option<PathBuf>,
     /// CPU threads [default: all cores]
     #[arg(short, long)]
     pub threads: Option<usize>,
@@ -139,10 +132,6 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
             (file, plan)
         }
     };
-    let mut plan = plan;
-    if let Some(path) = &args.neuron_order {
-        plan.neurons = Some(neuron_order(path, &file)?);
-    }
     // One line per kind of fallback, as llama.cpp logs them; each tensor at -v.
     let mut groups: BTreeMap<(&str, &str, usize), usize> = BTreeMap::new();
     for m in plan.matrices.iter().filter(|m| m.output != m.wanted) {
@@ -190,39 +179,5 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
         types.join(", "),
         start.elapsed().as_secs_f64()
     );
-    if args.neuron_order.is_some() {
-        println!(
-            "FFN neurons renumbered hottest first: run `powerinfer profile -m {}` before --sparse (the input's sidecar does not fit it)",
-            args.output.display()
-        );
-    }
     Ok(())
-}
-
-/// The hot-first order from the frequencies of the sidecar at `path`, checked against the
-/// model's shape. A sidecar of another file (e.g. of the 4-bit copy, when quantising from
-/// f16) is used with a note: its frequencies order the same neurons.
-fn neuron_order(path: &Path, file: &GgufFile) -> anyhow::Result<q::NeuronOrder> {
-    let side = Sidecar::read(path)
-        .with_context(|| format!("reading the neuron-order sidecar {}", path.display()))?;
-    let n_layer = file
-        .tensors
-        .iter()
-        .filter(|t| t.name.starts_with("blk.") && t.name.ends_with(".ffn_down.weight"))
-        .count();
-    anyhow::ensure!(
-        side.layers.len() == n_layer,
-        "sidecar {} has {} layers, the model {n_layer}",
-        path.display(),
-        side.layers.len()
-    );
-    if side.model_fingerprint != model_fingerprint(file) {
-        eprintln!(
-            "quantize: note: {} was profiled on another file ({}); its neuron frequencies are used as they are",
-            path.display(),
-            side.model_name
-        );
-    }
-    let freq: Vec<Vec<f32>> = side.layers.into_iter().map(|l| l.freq).collect();
-    Ok(q::NeuronOrder::hot_first(&freq))
 }

@@ -7,12 +7,9 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::target::file_type;
-use super::{Plan, QuantizeError, Renumber};
+use super::{Plan, QuantizeError};
 use crate::gguf::{GgufFile, GgufWriter, TensorDataWriter, Value};
 use crate::quant::{dequantize_row, quantize_row, GgmlType};
-
-/// Metadata key recording that the FFN neurons were renumbered (`quantize --neuron-order`).
-pub const NEURON_ORDER_KEY: &str = "powerinfer.neuron_order";
 
 /// Rows converted per progress step and per write.
 const SLAB_ROWS: usize = 512;
@@ -114,9 +111,6 @@ fn header(file: &GgufFile, plan: &Plan) -> Result<GgufWriter, QuantizeError> {
     let mut w = GgufWriter::new();
     let mut saw_qv = false;
     for (k, v) in &file.metadata {
-        if k == NEURON_ORDER_KEY && plan.neurons.is_some() {
-            continue;
-        }
         let v = match k.as_str() {
             "general.file_type" => Value::U32(file_type(plan.main)),
             "general.quantization_version" => {
@@ -134,9 +128,6 @@ fn header(file: &GgufFile, plan: &Plan) -> Result<GgufWriter, QuantizeError> {
         // The block layouts we write are those of ggml's quantisation version 2.
         w.add("general.quantization_version", Value::U32(2))?;
     }
-    if plan.neurons.is_some() {
-        w.add(NEURON_ORDER_KEY, Value::String("hot-first".into()))?;
-    }
     for t in &file.tensors {
         let ty = plan.get(&t.name).map_or(t.ty, |m| m.output);
         w.add_tensor(t.name.clone(), &t.dims, ty)?;
@@ -145,7 +136,7 @@ fn header(file: &GgufFile, plan: &Plan) -> Result<GgufWriter, QuantizeError> {
 }
 
 /// Every tensor's data in file order: planned matrices requantised slab by slab (rows in
-/// parallel), the FFN tensors renumbered when the plan has a neuron order, the rest copied.
+/// parallel), the rest copied.
 fn fill<W: Write>(
     tw: &mut TensorDataWriter<W>,
     file: &GgufFile,
@@ -158,78 +149,29 @@ fn fill<W: Write>(
     for t in &file.tensors {
         let view = file.view(t);
         tw.begin_tensor(&t.name)?;
-        let renumber = match &plan.neurons {
-            Some(order) => order.renumbering(&t.name, view.n_rows(), t.row_len())?,
-            None => None,
-        };
-        let planned = plan.get(&t.name).map(|m| m.output);
-        if planned.is_none() && renumber.is_none() {
+        let Some(m) = plan.get(&t.name) else {
             tw.write_chunk(view.data)?;
             done += t.n_elements();
             progress(done, total);
             continue;
-        }
-        let to = planned.unwrap_or(t.ty);
-        let row_len = t.row_len();
-        let rb_in = view.row_bytes();
-        let rb_out = to.row_bytes(row_len).unwrap_or(0);
-        let columns = match renumber {
-            Some(Renumber::Columns(perm)) => Some(perm),
-            _ => None,
         };
-        let (mut out, mut gathered) = (Vec::new(), Vec::new());
+        let rb_in = view.row_bytes();
+        let rb_out = m.output.row_bytes(m.row_len).unwrap_or(0);
+        let mut out = Vec::new();
         for start in (0..view.n_rows()).step_by(SLAB_ROWS) {
             let end = (start + SLAB_ROWS).min(view.n_rows());
-            let src = match renumber {
-                Some(Renumber::Rows(perm)) => {
-                    gathered.clear();
-                    for &r in &perm[start..end] {
-                        gathered.extend_from_slice(view.rows(r as usize, r as usize + 1));
-                    }
-                    &gathered[..]
-                }
-                _ => view.rows(start, end),
-            };
+            let src = view.rows(start, end);
             out.resize((end - start) * rb_out, 0);
             // Rows in parallel, a few per task.
             src.par_chunks(rb_in * 16)
                 .zip(out.par_chunks_mut(rb_out * 16))
-                .try_for_each_init(
-                    || (Vec::new(), Vec::new()),
-                    |(scratch, moved), (s, d)| match columns {
-                        None => requantize_rows(t.ty, s, to, row_len, scratch, d),
-                        Some(perm) => renumber_columns(t.ty, s, to, perm, scratch, moved, d),
-                    },
-                )?;
+                .try_for_each_init(Vec::new, |scratch, (s, d)| {
+                    requantize_rows(t.ty, s, m.output, m.row_len, scratch, d)
+                })?;
             tw.write_chunk(&out)?;
-            done += ((end - start) * row_len) as u64;
+            done += ((end - start) * m.row_len) as u64;
             progress(done, total);
         }
-    }
-    Ok(())
-}
-
-/// Whole rows of `perm.len()` elements from `from` to `to`, element `i` of each output row
-/// taken from element `perm[i]` of its input row. Always through f32, even when the types
-/// are equal: a block format's blocks change members.
-fn renumber_columns(
-    from: GgmlType,
-    src: &[u8],
-    to: GgmlType,
-    perm: &[u32],
-    scratch: &mut Vec<f32>,
-    moved: &mut Vec<f32>,
-    dst: &mut [u8],
-) -> Result<(), QuantizeError> {
-    let row_len = perm.len();
-    let rb_in = from.row_bytes(row_len).unwrap_or(0);
-    let rb_out = to.row_bytes(row_len).unwrap_or(0);
-    scratch.resize(row_len, 0.0);
-    for (s, d) in src.chunks_exact(rb_in).zip(dst.chunks_exact_mut(rb_out)) {
-        dequantize_row(from, s, scratch)?;
-        moved.clear();
-        moved.extend(perm.iter().map(|&j| scratch[j as usize]));
-        quantize_row(to, moved, d)?;
     }
     Ok(())
 }

@@ -23,8 +23,6 @@ pub enum QuantizeError {
     SamePath(PathBuf),
     #[error("no sensitivity was measured for {0}")]
     Unmeasured(String),
-    #[error("neuron order: {0}")]
-    NeuronOrder(String),
     #[error("no calibration tokens to measure sensitivity on")]
     NoCalibration,
     #[error(transparent)]

@@ -3,16 +3,12 @@
 
 mod convert;
 mod error;
-mod order;
 mod plan;
 mod sensitivity;
 mod target;
 
-pub use convert::{
-    check_distinct, requantize_in_memory, requantize_rows, write, Summary, NEURON_ORDER_KEY,
-};
+pub use convert::{check_distinct, requantize_in_memory, requantize_rows, write, Summary};
 pub use error::QuantizeError;
-pub use order::{NeuronOrder, Renumber};
 pub use plan::{
     choose_kept, is_weight_matrix, plan_mixed, plan_uniform, weight_matrices, MatrixPlan, Plan,
 };

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use super::target::fit_type;
-use super::{NeuronOrder, QuantizeError, Sensitivity};
+use super::{QuantizeError, Sensitivity};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::quant::GgmlType;
 
@@ -27,8 +27,6 @@ pub struct Plan {
     pub main: GgmlType,
     /// In the input's tensor order; tensors not listed are copied unchanged.
     pub matrices: Vec<MatrixPlan>,
-    /// FFN neurons renumbered on the way (see [`NeuronOrder`]).
-    pub neurons: Option<NeuronOrder>,
 }
 
 impl Plan {
@@ -84,11 +82,7 @@ pub fn plan_uniform(file: &GgufFile, ty: GgmlType) -> Result<Plan, QuantizeError
         .into_iter()
         .map(|t| matrix_plan(t, ty))
         .collect();
-    Ok(Plan {
-        main: ty,
-        matrices,
-        neurons: None,
-    })
+    Ok(Plan { main: ty, matrices })
 }
 
 /// The matrices kept at the higher precision: in order of decreasing measured error, each
@@ -139,7 +133,6 @@ pub fn plan_mixed(
     Ok(Plan {
         main: low,
         matrices,
-        neurons: None,
     })
 }
 
