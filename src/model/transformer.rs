@@ -9,7 +9,7 @@ use crate::gguf::GgufFile;
 use crate::sparse::down::TransposedDown;
 use crate::sparse::hybrid::LayerUpload;
 use crate::sparse::records::NeuronRecords;
-use crate::sparse::{LayerThreshold, Sidecar, SparseLayer};
+use crate::sparse::{block_frequencies, LayerThreshold, Sidecar, SparseLayer};
 
 /// The sidecar's per-layer data, ready for the sparse FFN.
 pub struct SparseModel {
@@ -105,11 +105,17 @@ impl<B: Backend> Model<B> {
                     .and_then(|(g, u)| NeuronRecords::new(&g, &u, Some(&mut down))),
                 None => None,
             };
+            let block_freq = if sl.freq.len() == c.n_ff {
+                block_frequencies(&sl.freq)
+            } else {
+                Vec::new()
+            };
             layers.push(SparseLayer {
                 threshold: sl.threshold,
                 predictor,
                 down,
                 records,
+                block_freq,
             });
         }
         let all: Vec<Vec<u32>>;

@@ -12,7 +12,8 @@ pub mod sidecar;
 
 pub(crate) use executor::gate_act;
 pub use executor::{
-    mask_activation, rule_activation, FfnWeights, SparseCounters, SparseLayer, SparseScratch,
+    block_frequencies, mask_activation, rule_activation, FfnWeights, SparseCounters, SparseLayer,
+    SparseScratch,
 };
 pub use mode::FfnMode;
 pub use rule::{LayerThreshold, SparsityRule};

@@ -191,6 +191,7 @@ mod tests {
                     predictor: None,
                     down,
                     records,
+                    block_freq: Vec::new(),
                 }
             };
             let w = FfnWeights {
