@@ -14,6 +14,8 @@ for a in "$@"; do
   esac
 done
 cargo build --release --locked -q
+# The profile's calibration text and the bench's teacher-forced decode text.
+scripts/fetch-corpus.sh
 pi="$PWD/target/release/powerinfer"
 dir="${POWERINFER_SYN:-$HOME/.cache/powerinfer/synthetic}"
 mkdir -p "$dir" target/bench
