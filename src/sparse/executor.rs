@@ -49,6 +49,8 @@ pub struct SparseScratch {
     tasks: Vec<TaskScratch>,
     /// Where the task section's ranges start (and the last ends).
     cuts: Vec<usize>,
+    /// Listed candidates per [`TASK_ALIGN`] block, to cut by when they are given.
+    listed: Vec<f32>,
     hidden: Vec<f32>,
     keep: Vec<u32>,
     /// The kept neurons' (rounded) activations at their indices; other entries are stale.
@@ -478,8 +480,23 @@ impl SparseLayer {
             quantise_into(&mut s.qx_up, w.up.ty, x);
         }
         let all = matches!(cands, Candidates::All);
+        // Listed candidates (the hybrid's cold set) are cut by their own count per block:
+        // the profile's frequencies would also weigh the neurons another device computes.
+        let expected = match cands {
+            Candidates::Listed(list) => {
+                s.listed.clear();
+                s.listed.resize(n_ff.div_ceil(TASK_ALIGN), 0.0);
+                for &j in list {
+                    if let Some(c) = s.listed.get_mut(j as usize / TASK_ALIGN) {
+                        *c += 1.0;
+                    }
+                }
+                &s.listed
+            }
+            _ => &self.block_freq,
+        };
         let threads = crate::parallel::threads();
-        task_cuts(n_ff, &self.block_freq, all, threads, &mut s.cuts);
+        task_cuts(n_ff, expected, all, threads, &mut s.cuts);
         let n_tasks = s.cuts.len() - 1;
         if s.tasks.len() < n_tasks {
             s.tasks.resize_with(n_tasks, TaskScratch::default);
