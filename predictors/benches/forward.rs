@@ -1,4 +1,6 @@
-//! Single-token predictor forward (d_in 2048, rank 128, d_out 8192), serial and split over rayon.
+//! Single-token predictor: the selection the engine runs (`predict`: f16 hidden layer, 8-bit
+//! output layer through the `Selector`), and the f16 logits forward (`logits`), serial and split
+//! over rayon (only `logits` takes the split).
 
 use half::f16;
 use powerinfer_predictors::{Predictor, Scratch};
@@ -30,9 +32,8 @@ fn make(d_in: usize, rank: usize, d_out: usize, parallel: bool) -> (Predictor, V
     (p, x)
 }
 
-#[divan::bench(args = [false, true])]
-fn predict_2048_128_8192(bencher: divan::Bencher, parallel: bool) {
-    let (p, x) = make(2048, 128, 8192, parallel);
+fn predict(bencher: divan::Bencher, d_in: usize, rank: usize, d_out: usize) {
+    let (p, x) = make(d_in, rank, d_out, false);
     let mut scratch = Scratch::new();
     let mut active = Vec::new();
     bencher.bench_local(|| {
@@ -42,14 +43,28 @@ fn predict_2048_128_8192(bencher: divan::Bencher, parallel: bool) {
     });
 }
 
-#[divan::bench(args = [false, true])]
-fn predict_576_64_1536(bencher: divan::Bencher, parallel: bool) {
-    let (p, x) = make(576, 64, 1536, parallel);
+fn logits(bencher: divan::Bencher, d_in: usize, rank: usize, d_out: usize, parallel: bool) {
+    let (p, x) = make(d_in, rank, d_out, parallel);
     let mut scratch = Scratch::new();
-    let mut active = Vec::new();
+    let mut out = vec![0f32; d_out];
     bencher.bench_local(|| {
-        p.predict(divan::black_box(&x), &mut scratch, &mut active)
+        p.logits(divan::black_box(&x), &mut scratch, &mut out)
             .unwrap();
-        active.len()
+        out[0]
     });
+}
+
+#[divan::bench]
+fn predict_2048_128_8192(bencher: divan::Bencher) {
+    predict(bencher, 2048, 128, 8192);
+}
+
+#[divan::bench]
+fn predict_576_64_1536(bencher: divan::Bencher) {
+    predict(bencher, 576, 64, 1536);
+}
+
+#[divan::bench(args = [false, true])]
+fn logits_2048_128_8192(bencher: divan::Bencher, parallel: bool) {
+    logits(bencher, 2048, 128, 8192, parallel);
 }

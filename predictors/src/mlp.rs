@@ -89,10 +89,9 @@ impl Mlp {
         net
     }
 
-    /// The f32 image of a (rounded) predictor, for evaluating it with the batched GEMM forward.
-    /// The net that `p` runs: its f16 weights, with the output layer as its selector holds it
-    /// (8-bit levels times scales), so that a threshold found on this net holds for the
-    /// engine's selection.
+    /// The f32 image of the net that predictor `p` runs, for evaluating it with the batched GEMM
+    /// forward: its f16 weights, with the output layer as its selector holds it (8-bit levels
+    /// times scales), so that a threshold found on this net holds for the engine's selection.
     pub fn from_predictor(p: &Predictor) -> Self {
         let widen = |v: &[half::f16]| v.iter().map(|w| w.to_f32()).collect();
         Mlp {

@@ -14,9 +14,10 @@ use crate::error::{check_len, PredictorError, Result};
 use crate::kernels::matvec_f16;
 use crate::selector::Selector;
 
-/// By default the forward stays on the calling thread: on the 2-core dev machine, splitting an
-/// 8192 × 128 output layer over rayon took 83 µs against 49 µs serial (benches/forward.rs), and the
-/// engine calls this from its own threads anyway. Opt in with [`Predictor::set_parallel_min_weights`].
+/// By default the f16 logits forward ([`Predictor::logits`]; selections never split) stays on
+/// the calling thread: on the 2-core dev machine, splitting an 8192 × 128 output layer over
+/// rayon took 83 µs against 49 µs serial (benches/forward.rs), and the engine calls this from
+/// its own threads anyway. Opt in with [`Predictor::set_parallel_min_weights`].
 pub const DEFAULT_PARALLEL_MIN_WEIGHTS: usize = usize::MAX;
 
 #[derive(Debug, Clone, PartialEq)]

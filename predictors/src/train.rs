@@ -426,7 +426,8 @@ fn token_bytes(p: &Predictor, c: &Confusion, neuron_bytes: f64) -> f64 {
 const VAL_CHUNK: usize = 512;
 
 /// Rounds the net to the f16 predictor, finds the recall threshold on `val` with the weights the
-/// engine runs (the output layer's 8-bit levels, see `selector`), folds it into b2 and returns the predictor with its validation confusion.
+/// engine runs (the output layer's 8-bit levels, see `selector`), folds it into b2 and returns
+/// the predictor with its validation confusion.
 fn calibrate(net: &Mlp, val: &Dataset, target: f32) -> Result<(Predictor, Confusion)> {
     let mut predictor = net.to_predictor()?;
     let rounded = Mlp::from_predictor(&predictor);
